@@ -1,0 +1,180 @@
+"""ransomeye-migrate: the command line over the common.db library.
+
+    python3 -m common.db.migration_runner upgrade --migrations-dir schemas/migrations
+
+This module alone turns errors into exit codes (``main`` returns one); every sub-command is a few
+lines that call the library.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from . import errors
+from .errors import Interrupted, MigrationError
+
+DEFAULT_MIGRATIONS_DIR = os.environ.get("RANSOMEYE_MIGRATIONS_DIR", "schemas/migrations")
+
+
+def _raise_interrupted(signum, frame):
+    # Ignore a second signal while the first one is being cleaned up (rollback + audit row).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2 with one line, like every other error
+        raise errors.UsageError(f"{self.prog}: {message}", hint=f"Run '{self.prog} --help'.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--migrations-dir", default=DEFAULT_MIGRATIONS_DIR,
+                        help="directory of migration_*_up.sql/_down.sql files (default: %(default)s)")
+    common.add_argument("--dsn", help="libpq connection string WITHOUT password (else RANSOMEYE_DB_DSN, else PG* variables)")
+    common.add_argument("--dsn-file", help="file holding the connection string; must be mode 0600")
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    common.add_argument("--connect-retries", type=int, default=5, metavar="N",
+                        help="retries with backoff while the server is not up (default: %(default)s)")
+    common.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="wait this long for another run's migration lock (default: %(default)s)")
+    p = _Parser(prog="ransomeye-migrate", description="RansomEye Core schema migrations.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def timeouts(sp):
+        sp.add_argument("--ddl-lock-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="PostgreSQL lock_timeout for each migration's statements (default: %(default)s)")
+        sp.add_argument("--statement-timeout", type=float, default=900.0, metavar="SECONDS",
+                        help="PostgreSQL statement_timeout for each migration (default: %(default)s)")
+
+    sp = sub.add_parser("upgrade", parents=[common], help="apply pending migrations")
+    sp.add_argument("--to", metavar="VERSION", help="migration version (YYYYMMDD_HHMMSS) or release (X.Y.Z)")
+    timeouts(sp)
+    sp = sub.add_parser("downgrade", parents=[common], help="revert migrations, newest first")
+    sp.add_argument("--to", metavar="VERSION", required=True, help="version, release, or 'base' for an empty schema")
+    timeouts(sp)
+    sub.add_parser("status", parents=[common], help="schema version, release, pending migrations")
+    sp = sub.add_parser("history", parents=[common], help="the audit trail of every attempt")
+    sp.add_argument("--limit", type=int, default=None, help="only the newest N attempts")
+    return p
+
+
+def _settings(args, out):
+    from .connection import resolve_dsn
+    from .runner import Settings
+    s = Settings(dsn=resolve_dsn(args.dsn, args.dsn_file), lock_timeout=args.lock_timeout,
+                 connect_retries=args.connect_retries, report=out.event)
+    if hasattr(args, "ddl_lock_timeout"):
+        s.ddl_lock_timeout, s.statement_timeout = args.ddl_lock_timeout, args.statement_timeout
+    return s
+
+
+def _load(args):
+    from .migrations import load_migrations
+    return load_migrations(args.migrations_dir)
+
+
+def cmd_upgrade(args, out) -> int:
+    from . import runner
+    mset = _load(args)
+    result = runner.upgrade(mset, _settings(args, out), to=args.to)
+    out.stop_progress()
+    out.say(f"database at {result.after or 'base'}"
+            f"{' (release ' + mset.release_of(result.after) + ')' if mset.release_of(result.after) else ''}", "green")
+    out.document(result.to_json(mset))
+    return errors.OK
+
+
+def cmd_downgrade(args, out) -> int:
+    from . import runner
+    mset = _load(args)
+    result = runner.downgrade(mset, _settings(args, out), to=args.to)
+    out.stop_progress()
+    out.say(f"database at {result.after or 'base'}", "green")
+    out.document(result.to_json(mset))
+    return errors.OK
+
+
+def cmd_status(args, out) -> int:
+    from . import runner
+    mset = _load(args)
+    r = runner.status(mset, _settings(args, out))
+    x = r.extra
+    out.line(f"schema version: {x['schema_version'] or 'base'}"
+             f"{' (release ' + x['release'] + ')' if x['release'] else ''}"
+             f"{'' if x['initialised'] else ' - never initialised by the runner'}")
+    out.line(f"this release:   {x['shipped_latest'] or '-'}"
+             f"{' (release ' + x['shipped_release'] + ')' if x['shipped_release'] else ''}; {x['pending']} pending")
+    if x["migration_running"]:
+        out.line("a migration run is in progress right now (the schema lock is held)")
+    for p in x["last_run_problems"]:
+        out.line(f"last run: {p['direction']} {p['version']} {p['status']}: {p['error_message'] or ''}")
+    out.table("migrations", ["version", "description", "release", "state", "applied at"],
+              [[m["version"], m["description"], m["release"], m["state"], m["applied_at"]] for m in x["migrations"]])
+    out.document(r.to_json(mset))
+    return errors.OK
+
+
+def cmd_history(args, out) -> int:
+    from . import runner
+    mset = _load(args)
+    r = runner.history_of(mset, _settings(args, out), args.limit)
+    out.table("migration attempts", ["id", "started", "version", "dir", "mode", "status", "ms", "by", "error"],
+              [[a["id"], a["started_at"][:19], a["version"], a["direction"], a["mode"], a["status"],
+                a["duration_ms"], f"{a['os_user']}@{a['client_host']}", a["error_message"]] for a in r.extra["attempts"]])
+    out.document(r.to_json(mset))
+    return errors.OK
+
+
+COMMANDS = {"upgrade": cmd_upgrade, "downgrade": cmd_downgrade, "status": cmd_status, "history": cmd_history}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .output import Output
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Output(json_mode="--json" in argv, debug="--debug" in argv)
+    install_signal_handlers()
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args, out)
+    except MigrationError as exc:
+        out.stop_progress()
+        out.error(exc.message, exc.hint)
+        out.document(exc.to_json())
+        return exc.exit_code
+    except Interrupted as exc:
+        out.stop_progress()
+        out.error(f"{exc.message}; the in-flight migration was rolled back and recorded as interrupted.",
+                  "Run the same command again to continue from the last good version.")
+        out.document({"error": "interrupted", "exit_code": exc.exit_code, "message": exc.message})
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.stop_progress()
+        out.error("interrupted")
+        return errors.INTERRUPTED_SIGINT
+    except BrokenPipeError:
+        sys.stderr.close()
+        return errors.INTERNAL
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else errors.OK
+    except Exception as exc:  # a bug: one line unless --debug
+        out.stop_progress()
+        if out.debug:
+            import traceback
+            traceback.print_exc()
+        out.error(f"internal error: {type(exc).__name__}: {exc}", "Run again with --debug and report the traceback.")
+        out.document({"error": "internal-error", "exit_code": errors.INTERNAL, "message": str(exc)})
+        return errors.INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Plan and apply migrations. The only module that opens migration transactions.
+
+Every verb reads the same way: connect, take the lock, read the version, refuse a bad state,
+run. Progress goes to an injected ``report(event, data)`` callback; the library never prints and
+never exits.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import psycopg
+
+from . import history, lock
+from .connection import connect, ensure_writable
+from .errors import (ChecksumMismatch, MigrationError, MigrationFailed, VersionConflict)
+from .migrations import Migration, MigrationSet
+
+Report = Callable[[str, dict], None]
+
+
+def _quiet(event: str, data: dict) -> None:
+    pass
+
+
+@dataclass
+class Settings:
+    dsn: str = ""
+    lock_timeout: float = 60.0           # seconds to wait for the migration lock
+    ddl_lock_timeout: float = 10.0       # PostgreSQL lock_timeout inside each migration
+    statement_timeout: float = 900.0     # PostgreSQL statement_timeout inside each migration
+    connect_retries: int = 5
+    report: Report = field(default=_quiet)
+
+
+@dataclass
+class Outcome:
+    """What a verb did, for the CLI to render and --json to dump."""
+    command: str
+    before: str | None
+    after: str | None
+    steps: list[dict] = field(default_factory=list)
+    interrupted: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self, mset: MigrationSet) -> dict:
+        return {"command": self.command,
+                "version_before": self.before, "release_before": mset.release_of(self.before),
+                "version_after": self.after, "release_after": mset.release_of(self.after),
+                "steps": self.steps, "interrupted_attempts": self.interrupted, **self.extra}
+
+
+# ---------------------------------------------------------------------------------------------
+# Session: one connection, one lock, for a whole run
+# ---------------------------------------------------------------------------------------------
+class Session:
+    def __init__(self, settings: Settings, writable: bool = True, purpose: str = "") -> None:
+        self.settings = settings
+        self.writable = writable
+        self.purpose = purpose
+        self.conn: psycopg.Connection | None = None
+        self.locked = False
+
+    def __enter__(self) -> "Session":
+        s = self.settings
+        self.conn = connect(s.dsn, retries=s.connect_retries, purpose=self.purpose)
+        try:
+            if self.writable:
+                ensure_writable(self.conn)
+                waited = lock.acquire(self.conn, s.lock_timeout)
+                self.locked = True
+                if waited > 0.5:
+                    s.report("lock_acquired", {"waited_s": round(waited, 2)})
+        except BaseException:
+            self.conn.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Closing the session releases the advisory lock; an explicit unlock failing must not
+        # hide the error that is already on its way out.
+        try:
+            if self.locked and not self.conn.closed:
+                lock.release(self.conn)
+        except psycopg.Error:
+            pass
+        finally:
+            self.conn.close()
+
+
+def check_applied_against_set(mset: MigrationSet, applied: list[history.Applied]) -> None:
+    """Refuse a database this set cannot safely move: changed files (13), unknown versions (14)."""
+    shipped = {m.version: m for m in mset.migrations}
+    for a in applied:
+        m = shipped.get(a.version)
+        if m is None:
+            raise VersionConflict(
+                f"the database has migration {a.version} ({a.description}), which this release does not ship: "
+                f"the database is newer than, or diverged from, this release. Nothing was changed.",
+                hint="Use the installer of the release that applied it, or the matching migrations directory.")
+        if m.checksum != a.checksum.strip():
+            raise ChecksumMismatch(a.version, a.checksum.strip(), m.checksum, str(m.up_path))
+
+
+def pending(mset: MigrationSet, applied: list[history.Applied], target: str | None) -> list[Migration]:
+    done = {a.version for a in applied}
+    newest = max(done) if done else None
+    todo = [m for m in mset.migrations if m.version not in done and (target is None or m.version <= target)]
+    late = [m for m in todo if newest and m.version < newest]
+    if late:
+        raise VersionConflict(
+            f"migration {late[0].version} ({late[0].description}) is older than the newest applied "
+            f"migration {newest} but was never applied (out of order). Nothing was changed.",
+            hint="Give the new migration a timestamp later than every applied one.")
+    return todo
+
+
+def _position(sql: str, pos: int | None) -> str:
+    if not pos:
+        return ""
+    before = sql[: pos - 1]
+    line = before.count("\n") + 1
+    col = pos - (before.rfind("\n") + 1)
+    return f" at line {line}, column {col}"
+
+
+def describe_error(m: Migration, direction: str, exc: psycopg.Error) -> tuple[str, str | None]:
+    sql = m.up_sql if direction == "up" else m.down_sql
+    diag = exc.diag
+    where = _position(sql, int(diag.statement_position) if diag.statement_position else None)
+    primary = diag.message_primary or (str(exc).strip().splitlines() or ["error"])[0]
+    state = exc.sqlstate
+    text = f"{primary}{f' ({state})' if state else ''}{where}"
+    if diag.context:
+        text += f"; context: {diag.context.strip().splitlines()[0]}"
+    return text, state
+
+
+def apply_one(sess: Session, audit: history.Audit, m: Migration, direction: str) -> dict:
+    """Run one migration and its history change in one transaction; audit before and after."""
+    conn, s = sess.conn, sess.settings
+    sql = m.up_sql if direction == "up" else m.down_sql
+    checksum = m.checksum if direction == "up" else m.down_checksum
+    audit_id = audit.started(m.version, m.description, direction, checksum)
+    s.report("apply_start", {"version": m.version, "description": m.description, "direction": direction})
+    t0 = time.perf_counter()
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = {int(s.ddl_lock_timeout * 1000)}; "
+                         f"SET LOCAL statement_timeout = {int(s.statement_timeout * 1000)}")
+            conn.execute(sql)
+            ms = int((time.perf_counter() - t0) * 1000)
+            if direction == "up":
+                history.record_applied(conn, m.version, m.description, m.checksum, ms)
+            else:
+                history.remove_applied(conn, m.version)
+            audit.finish(audit_id, "succeeded", ms)
+    except KeyboardInterrupt as exc:  # Interrupted too: psycopg cancelled the statement
+        _finish_after_failure(sess, audit, audit_id, "interrupted", t0, getattr(exc, "message", "interrupted"), None)
+        raise
+    except psycopg.Error as exc:
+        text, state = describe_error(m, direction, exc)
+        _finish_after_failure(sess, audit, audit_id, "failed", t0, text, state)
+        version_now = _safe_version(sess)
+        lost = " (the connection to the server was lost)" if conn.closed else ""
+        raise MigrationFailed(
+            f"migration {m.version} ({m.description}, {direction}) failed{lost}: {text}. "
+            f"The database is still at {version_now or 'base (no migration applied)'}; nothing from this "
+            f"migration was kept.",
+            hint="Fix the migration (or the data it trips over) and run the command again; it continues "
+                 "from the last good version.",
+            details=[{"version": m.version, "direction": direction, "error": text, "sqlstate": state}]) from None
+    ms = int((time.perf_counter() - t0) * 1000)
+    s.report("apply_done", {"version": m.version, "description": m.description, "direction": direction, "ms": ms})
+    return {"version": m.version, "description": m.description, "direction": direction, "status": "succeeded",
+            "duration_ms": ms}
+
+
+def _finish_after_failure(sess: Session, audit: history.Audit, audit_id: int, status: str, t0: float,
+                          text: str, state: str | None) -> None:
+    ms = int((time.perf_counter() - t0) * 1000)
+    conn = sess.conn
+    try:
+        if conn.closed or conn.broken:
+            # The server went away mid-migration: record the outcome on a new connection if we can.
+            with connect(sess.settings.dsn, retries=2, purpose="audit") as c2:
+                history.Audit.finish(audit, audit_id, status, ms, text, state, conn=c2)
+        else:
+            audit.finish(audit_id, status, ms, text, state)
+    except (psycopg.Error, MigrationError):
+        pass  # the attempt stays 'started' and the next run reports it as interrupted
+
+
+def _safe_version(sess: Session) -> str | None:
+    try:
+        if not sess.conn.closed:
+            return history.current_version(sess.conn)
+        with connect(sess.settings.dsn, retries=1, purpose="status") as c2:
+            return history.current_version(c2)
+    except (psycopg.Error, MigrationError):
+        return "unknown (could not read it back)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Verbs
+# ---------------------------------------------------------------------------------------------
+def upgrade(mset: MigrationSet, settings: Settings, to: str | None = None) -> Outcome:
+    target = mset.resolve_target(to)
+    with Session(settings, purpose="upgrade") as sess:
+        conn = sess.conn
+        history.ensure_tables(conn)
+        interrupted = [r.to_json() for r in history.mark_interrupted(conn)]
+        if interrupted:
+            settings.report("interrupted_attempts", {"attempts": interrupted})
+        applied = history.applied(conn)
+        check_applied_against_set(mset, applied)
+        before = applied[-1].version if applied else None
+        if to is not None and target is not None and before and target < before:
+            raise VersionConflict(f"--to {to} is older than the database's version {before}; nothing was changed.",
+                                  hint="Use 'downgrade --to' to go back.")
+        plan = pending(mset, applied, target)
+        outcome = Outcome("upgrade", before, before, interrupted=interrupted)
+        settings.report("plan", {"count": len(plan), "direction": "up", "from": before, "to": target})
+        audit = history.Audit(conn)
+        for m in plan:
+            outcome.steps.append(apply_one(sess, audit, m, "up"))
+            outcome.after = m.version
+        return outcome
+
+
+def downgrade(mset: MigrationSet, settings: Settings, to: str) -> Outcome:
+    target = mset.resolve_target(to)
+    with Session(settings, purpose="downgrade") as sess:
+        conn = sess.conn
+        history.ensure_tables(conn)
+        interrupted = [r.to_json() for r in history.mark_interrupted(conn)]
+        if interrupted:
+            settings.report("interrupted_attempts", {"attempts": interrupted})
+        applied = history.applied(conn)
+        check_applied_against_set(mset, applied)
+        before = applied[-1].version if applied else None
+        if target is not None and (before is None or target > before):
+            raise VersionConflict(f"--to {to} is newer than the database's version {before or 'base'}; "
+                                  "nothing was changed.", hint="Use 'upgrade --to' to go forward.")
+        if target is not None and target not in {a.version for a in applied}:
+            raise VersionConflict(f"--to {to}: version {target} is not applied in this database; nothing was changed.")
+        plan = [mset.by_version(a.version) for a in reversed(applied) if target is None or a.version > target]
+        outcome = Outcome("downgrade", before, before, interrupted=interrupted)
+        settings.report("plan", {"count": len(plan), "direction": "down", "from": before, "to": target})
+        audit = history.Audit(conn)
+        for m in plan:
+            outcome.steps.append(apply_one(sess, audit, m, "down"))
+            outcome.after = history.current_version(conn)
+        return outcome
+
+
+def status(mset: MigrationSet, settings: Settings) -> Outcome:
+    with Session(settings, writable=False, purpose="status") as sess:
+        conn = sess.conn
+        has_table = history.tables_exist(conn)[0]
+        applied = history.applied(conn)
+        lock_held = lock.is_held_by_other(conn)
+        problems = [r.to_json() for r in history.last_run_problem(conn, lock_held)]
+    by_version = {a.version: a for a in applied}
+    rows = []
+    for m in mset.migrations:
+        a = by_version.pop(m.version, None)
+        state = "pending"
+        if a:
+            state = "applied" if a.checksum.strip() == m.checksum else "changed"
+        rows.append({"version": m.version, "description": m.description, "state": state,
+                     "release": mset.release_of(m.version),
+                     "applied_at": a.applied_at.isoformat() if a else None})
+    for a in by_version.values():
+        rows.append({"version": a.version, "description": a.description, "state": "unknown",
+                     "release": None, "applied_at": a.applied_at.isoformat()})
+    rows.sort(key=lambda r: r["version"])
+    current = applied[-1].version if applied else None
+    out = Outcome("status", current, current)
+    out.extra = {"initialised": has_table, "schema_version": current,
+                 "release": mset.release_of(current), "shipped_latest": mset.latest,
+                 "shipped_release": mset.latest_release,
+                 "pending": sum(r["state"] == "pending" for r in rows),
+                 "migration_running": lock_held, "last_run_problems": problems, "migrations": rows}
+    return out
+
+
+def history_of(mset: MigrationSet, settings: Settings, limit: int | None = None) -> Outcome:
+    with Session(settings, writable=False, purpose="history") as sess:
+        rows = [r.to_json() for r in history.audit_rows(sess.conn, limit)]
+        current = history.current_version(sess.conn) if history.tables_exist(sess.conn)[0] else None
+    out = Outcome("history", current, current)
+    out.extra = {"attempts": rows}
+    return out

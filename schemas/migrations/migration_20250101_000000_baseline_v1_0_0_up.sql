@@ -1,0 +1,11 @@
+-- RansomEye Core baseline migration: schema bundle v1.0.0.
+-- This file contains no DDL of its own. The migration runner expands each
+-- include directive below in place (paths are relative to this file's
+-- directory); the recorded checksum covers the fully expanded SQL.
+-- ransomeye:include ../00_core_identity.sql
+-- ransomeye:include ../01_raw_events.sql
+-- ransomeye:include ../02_normalized_activity.sql
+-- ransomeye:include ../03_detections.sql
+-- ransomeye:include ../04_incidents.sql
+-- ransomeye:include ../05_response_policy.sql
+-- ransomeye:include ../06_indexes.sql

@@ -85,6 +85,10 @@ def connect(dsn: str, *, retries: int = 5, backoff: float = 0.5, connect_timeout
     app = f"{APPLICATION_NAME}/{RUNNER_VERSION}{' ' + purpose if purpose else ''} pid={os.getpid()}"
     params.setdefault("connect_timeout", str(connect_timeout))
     params["application_name"] = app[:63]
+    # Let the server notice a dead client (SIGKILL, pulled cable) during a long statement and
+    # roll its migration back, instead of finishing it for nobody.
+    check = "-c client_connection_check_interval=1000"
+    params["options"] = f"{params['options']} {check}" if params.get("options") else check
     delay = backoff
     last: BaseException | None = None
     for attempt in range(retries + 1):

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("upgrade", parents=[common], help="apply pending migrations")
     sp.add_argument("--to", metavar="VERSION", help="migration version (YYYYMMDD_HHMMSS) or release (X.Y.Z)")
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--atomic", dest="atomic", action="store_true", default=False,
+                      help="all pending migrations and the structure check in ONE transaction")
+    mode.add_argument("--no-atomic", dest="atomic", action="store_false",
+                      help="one transaction per migration (the default)")
     timeouts(sp)
     sp = sub.add_parser("downgrade", parents=[common], help="revert migrations, newest first")
     sp.add_argument("--to", metavar="VERSION", required=True, help="version, release, or 'base' for an empty schema")
@@ -65,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="schema version, release, pending migrations")
     sp = sub.add_parser("history", parents=[common], help="the audit trail of every attempt")
     sp.add_argument("--limit", type=int, default=None, help="only the newest N attempts")
+    sp = sub.add_parser("verify", parents=[common],
+                        help="checksums, version and structure against the expected schema (exit 13/14/16)")
+    sp.add_argument("--release", help="release to verify against (default: the newest this set ships)")
+    sp.add_argument("--roundtrip", action="store_true",
+                    help="instead: take every migration through up, down, up on a scratch database created on "
+                         "the server the connection points at (needs CREATEDB) and compare the catalogs")
+    sp.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                    help="wait this long for a running migration before deciding (default: %(default)s)")
+    sp = sub.add_parser("baseline", parents=[common],
+                        help="record a database built by hand from a release's bundle as being at that release")
+    sp.add_argument("--version", required=True, metavar="RELEASE", help="the release (X.Y.Z) it was built from")
+    sp = sub.add_parser("snapshot", parents=[common],
+                        help="regenerate schemas/snapshots/<release>.schema on a scratch database")
+    sp.add_argument("--write", action="store_true", help="write changed snapshots (default: only report)")
     return p
 
 
@@ -86,7 +105,7 @@ def _load(args):
 def cmd_upgrade(args, out) -> int:
     from . import runner
     mset = _load(args)
-    result = runner.upgrade(mset, _settings(args, out), to=args.to)
+    result = runner.upgrade(mset, _settings(args, out), to=args.to, atomic=args.atomic)
     out.stop_progress()
     out.say(f"database at {result.after or 'base'}"
             f"{' (release ' + mset.release_of(result.after) + ')' if mset.release_of(result.after) else ''}", "green")
@@ -135,19 +154,76 @@ def cmd_history(args, out) -> int:
     return errors.OK
 
 
-COMMANDS = {"upgrade": cmd_upgrade, "downgrade": cmd_downgrade, "status": cmd_status, "history": cmd_history}
+def print_verify_report(out, rep) -> None:
+    for p in rep.last_run_problems:
+        out.say(f"warning: the last migration run did not finish cleanly: {p['direction']} {p['version']} "
+                f"{p['description']} is '{p['status']}'"
+                f"{': ' + p['error_message'] if p['error_message'] else ''}", "yellow")
+    if rep.migration_running:
+        out.say("warning: a migration run still holds the schema lock", "yellow")
+    out.say(f"schema ok: {'release ' + rep.expected_release + ', ' if rep.expected_release else ''}"
+            f"version {rep.version}, {rep.objects_checked} objects match the expected schema "
+            f"({rep.elapsed_ms:.0f} ms)", "green")
+    out.document({"ok": True, **rep.to_json()})
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .output import Output
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = Output(json_mode="--json" in argv, debug="--debug" in argv)
+def cmd_verify(args, out) -> int:
+    from . import snapshots, verify
+    mset = _load(args)
+    if args.roundtrip:
+        from .roundtrip import roundtrip
+        results = roundtrip(mset, _settings(args, out).dsn, out.event)
+        out.say(f"round trip ok: {len(results)} migration(s) restore their catalog exactly", "green")
+        out.document({"ok": True, "roundtrip": results})
+        return errors.OK
+    release = args.release or mset.latest_release
+    if release is not None and release not in mset.releases:
+        raise errors.UsageError(f"--release {release}: not in {mset.directory}/releases.toml.")
+    version = mset.releases[release] if release else mset.latest
+    rep = verify.verify(mset, _settings(args, out), version, snapshots.expected_for(mset, version),
+                        lock_wait=args.lock_wait)
+    print_verify_report(out, rep)
+    return errors.OK
+
+
+def cmd_snapshot(args, out) -> int:
+    from . import snapshots
+    mset = _load(args)
+    s = _settings(args, out)
+    results = snapshots.write_all(mset, s.dsn, check_only=not args.write)
+    stale = [r for r in results if r[2]]
+    for release, path, changed in results:
+        out.say(f"{path}: {'written' if changed and args.write else 'stale' if changed else 'up to date'}")
+    out.document({"snapshots": [{"release": r, "path": str(p), "changed": c} for r, p, c in results],
+                  "written": bool(args.write)})
+    if stale and not args.write:
+        raise errors.SchemaDrift(f"{len(stale)} snapshot(s) are stale: the migrations changed since they were "
+                                 "generated.", hint="Run 'snapshot --write' and commit the result.")
+    return errors.OK
+
+
+def cmd_baseline(args, out) -> int:
+    from . import runner
+    mset = _load(args)
+    r = runner.record_baseline(mset, _settings(args, out), args.version)
+    out.say(f"database recorded at {r.after} (release {r.extra['baseline']['release']})", "green")
+    out.document(r.to_json(mset))
+    return errors.OK
+
+
+COMMANDS = {"baseline": cmd_baseline, "verify": cmd_verify, "snapshot": cmd_snapshot, "upgrade": cmd_upgrade, "downgrade": cmd_downgrade, "status": cmd_status, "history": cmd_history}
+
+
+def run_guarded(out, fn) -> int:
+    """The one place an exception becomes an exit code (shared with core.runtime)."""
     install_signal_handlers()
     try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args, out)
+        return fn()
     except MigrationError as exc:
         out.stop_progress()
+        if exc.details and isinstance(exc, errors.SchemaDrift):
+            out.table("differences", ["object", "kind", "expected", "actual"],
+                      [[d["object"], d["kind"], d["expected"], d["actual"]] for d in exc.details])
         out.error(exc.message, exc.hint)
         out.document(exc.to_json())
         return exc.exit_code
@@ -174,6 +250,17 @@ def main(argv: list[str] | None = None) -> int:
         out.error(f"internal error: {type(exc).__name__}: {exc}", "Run again with --debug and report the traceback.")
         out.document({"error": "internal-error", "exit_code": errors.INTERNAL, "message": str(exc)})
         return errors.INTERNAL
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .output import Output
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Output(json_mode="--json" in argv, debug="--debug" in argv)
+
+    def go() -> int:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args, out)
+    return run_guarded(out, go)
 
 
 if __name__ == "__main__":

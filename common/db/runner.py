@@ -185,7 +185,7 @@ def _finish_after_failure(sess: Session, audit: history.Audit, audit_id: int, st
         if conn.closed or conn.broken:
             # The server went away mid-migration: record the outcome on a new connection if we can.
             with connect(sess.settings.dsn, retries=2, purpose="audit") as c2:
-                history.Audit.finish(audit, audit_id, status, ms, text, state, conn=c2)
+                audit.finish(audit_id, status, ms, text, state, conn=c2)
         else:
             audit.finish(audit_id, status, ms, text, state)
     except (psycopg.Error, MigrationError):
@@ -205,10 +205,32 @@ def _safe_version(sess: Session) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Verbs
 # ---------------------------------------------------------------------------------------------
-def upgrade(mset: MigrationSet, settings: Settings, to: str | None = None) -> Outcome:
+def refuse_unsafe(mset: MigrationSet, plan: list[Migration], atomic: bool) -> None:
+    """The lint's errors stop an upgrade before it starts (exit 15)."""
+    if not plan:
+        return
+    from .errors import InvalidMigrationSet
+    from .lint import lint_release, lint_set
+    pending_files = {str(m.up_path) for m in plan} | {str(m.down_path) for m in plan}
+    found = [f for f in lint_set(mset) if f.severity == "error" and f.file in pending_files]
+    if atomic:
+        found += [f for f in lint_release(plan) if f.severity == "error"]
+    if found:
+        raise InvalidMigrationSet(
+            f"{len(found)} migration(s) cannot run safely: {found[0].format()} Nothing was applied.",
+            hint="Run 'migration_runner lint' for every finding and what to do instead.",
+            details=[f.to_json() for f in found])
+
+
+def upgrade(mset: MigrationSet, settings: Settings, to: str | None = None, atomic: bool = False) -> Outcome:
     target = mset.resolve_target(to)
     with Session(settings, purpose="upgrade") as sess:
         conn = sess.conn
+        adopted = None
+        if not history.tables_exist(conn)[0]:
+            from . import baseline
+            if baseline.has_user_objects(conn):
+                adopted = baseline.adopt(conn, mset, None, settings.report)
         history.ensure_tables(conn)
         interrupted = [r.to_json() for r in history.mark_interrupted(conn)]
         if interrupted:
@@ -220,13 +242,110 @@ def upgrade(mset: MigrationSet, settings: Settings, to: str | None = None) -> Ou
             raise VersionConflict(f"--to {to} is older than the database's version {before}; nothing was changed.",
                                   hint="Use 'downgrade --to' to go back.")
         plan = pending(mset, applied, target)
+        refuse_unsafe(mset, plan, atomic)
         outcome = Outcome("upgrade", before, before, interrupted=interrupted)
+        outcome.extra["mode"] = "atomic" if atomic else "per-migration"
+        outcome.extra["adopted"] = adopted
         settings.report("plan", {"count": len(plan), "direction": "up", "from": before, "to": target})
+        if atomic and plan:
+            apply_release(sess, mset, plan, target, outcome)
+            return outcome
         audit = history.Audit(conn)
         for m in plan:
             outcome.steps.append(apply_one(sess, audit, m, "up"))
             outcome.after = m.version
         return outcome
+
+
+def apply_release(sess: Session, mset: MigrationSet, plan: list[Migration], target: str, outcome: Outcome) -> None:
+    """All pending migrations, their history rows and the structure check in ONE transaction.
+
+    The started rows go through a second connection and commit on their own, so a crash still
+    leaves them visible; the outcomes are written inside the transaction on success and after the
+    rollback otherwise. Nothing of the release is kept unless the catalog, read inside the
+    transaction before COMMIT, equals the target release's expected schema.
+    """
+    from .catalog import read_catalog
+    from .errors import SchemaDrift
+    from .schemadiff import compare
+    from .snapshots import expected_for
+
+    conn, s = sess.conn, sess.settings
+    expected = expected_for(mset, target)  # refuse before anything starts if it is missing
+    started: list[tuple[int, Migration]] = []
+    current: Migration | None = None
+    t_release = time.perf_counter()
+    with connect(s.dsn, retries=s.connect_retries, purpose="audit") as aconn:
+        audit = history.Audit(aconn, mode="atomic")
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = {int(s.ddl_lock_timeout * 1000)}; "
+                             f"SET LOCAL statement_timeout = {int(s.statement_timeout * 1000)}")
+                for m in plan:
+                    current = m
+                    started.append((audit.started(m.version, m.description, "up", m.checksum), m))
+                    s.report("apply_start", {"version": m.version, "description": m.description, "direction": "up"})
+                    t0 = time.perf_counter()
+                    conn.execute(m.up_sql)
+                    ms = int((time.perf_counter() - t0) * 1000)
+                    history.record_applied(conn, m.version, m.description, m.checksum, ms)
+                    outcome.steps.append({"version": m.version, "description": m.description, "direction": "up",
+                                          "status": "applied, not yet committed", "duration_ms": ms})
+                    s.report("apply_done", {"version": m.version, "description": m.description, "direction": "up",
+                                            "ms": ms})
+                current = None
+                t0 = time.perf_counter()
+                actual = read_catalog(conn)
+                diffs = compare(expected, actual)
+                check = {"release": mset.release_of(target), "objects": len(actual.objects),
+                         "differences": [d.__dict__ for d in diffs], "ms": int((time.perf_counter() - t0) * 1000)}
+                outcome.extra["structure_check"] = check
+                s.report("structure_checked", check)
+                if diffs:
+                    raise SchemaDrift(
+                        f"the release's migrations ran, but the result differs from the expected schema of release "
+                        f"{mset.release_of(target)} in {len(diffs)} place(s); the whole release was rolled back and "
+                        f"the database is still at {outcome.before or 'base'}.",
+                        hint="Fix the migrations or regenerate the snapshot (snapshot --write) if the change is "
+                             "intended.", details=check["differences"])
+                for (aid, m), step in zip(started, outcome.steps):
+                    audit.finish(aid, "succeeded", step["duration_ms"], conn=conn)
+                    step["status"] = "succeeded"
+        except KeyboardInterrupt as exc:
+            _close_release(audit, started, current, "interrupted", getattr(exc, "message", "interrupted"), None)
+            raise
+        except SchemaDrift as exc:
+            _close_release(audit, started, None, "rolled_back", exc.message, None)
+            raise
+        except psycopg.Error as exc:
+            text, state = describe_error(current, "up", exc) if current else (str(exc).strip(), exc.sqlstate)
+            _close_release(audit, started, current, "failed", text, state)
+            lost = " (the connection to the server was lost)" if conn.closed else ""
+            raise MigrationFailed(
+                f"release upgrade failed{lost} in migration {current.version if current else '(commit)'}"
+                f"{' (' + current.description + ')' if current else ''}: {text}. The whole release was rolled "
+                f"back: the database is still at {outcome.before or 'base (no migration applied)'}, no down "
+                "migration was run.",
+                hint="Fix the migration and run the upgrade again.",
+                details=[{"version": current.version if current else None, "error": text, "sqlstate": state}]) from None
+    outcome.after = plan[-1].version
+    outcome.extra["release_ms"] = int((time.perf_counter() - t_release) * 1000)
+
+
+def _close_release(audit: history.Audit, started: list[tuple[int, Migration]], current: Migration | None,
+                   status: str, text: str, state: str | None) -> None:
+    """After the release's transaction rolled back: the failing migration gets ``status``, the
+    others 'rolled_back' with the reason."""
+    try:
+        for aid, m in started:
+            if current is not None and m.version == current.version:
+                audit.finish(aid, status, None, text, state)
+            else:
+                audit.finish(aid, "rolled_back", None,
+                             f"rolled back with the rest of the release: {text}" if current is not None else text,
+                             None if current is not None else state)
+    except (psycopg.Error, MigrationError):
+        pass  # left 'started': the next run reports them as interrupted
 
 
 def downgrade(mset: MigrationSet, settings: Settings, to: str) -> Outcome:
@@ -253,6 +372,21 @@ def downgrade(mset: MigrationSet, settings: Settings, to: str) -> Outcome:
             outcome.steps.append(apply_one(sess, audit, m, "down"))
             outcome.after = history.current_version(conn)
         return outcome
+
+
+def record_baseline(mset: MigrationSet, settings: Settings, version: str) -> Outcome:
+    """``baseline --version``: record a hand-built database as being at a release, if it matches."""
+    from . import baseline
+    release = version if version in mset.releases else mset.release_of(version)
+    if release is None:
+        from .errors import UsageError
+        raise UsageError(f"--version {version}: not a release (or a release's schema version) in "
+                         f"{mset.directory}/releases.toml; only a release has an expected schema to match.")
+    with Session(settings, purpose="baseline") as sess:
+        done = baseline.adopt(sess.conn, mset, release, settings.report)
+    out = Outcome("baseline", None, done["version"])
+    out.extra["baseline"] = done
+    return out
 
 
 def status(mset: MigrationSet, settings: Settings) -> Outcome:

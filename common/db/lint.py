@@ -5,8 +5,10 @@ rewrites a table that already holds data. No database in here: every check reads
 Two entry points, both pure::
 
     lint_set(mset, strict=False)   every migration's up and down file, each as its own transaction
-    lint_release(migrations)       what breaks only when several migrations share ONE transaction
-                                   (the runner's atomic release mode)
+    lint_release(migrations, earlier=(), strict=False)
+                                   what breaks only when several migrations share ONE transaction
+                                   (the runner's atomic release mode); ``earlier`` are the migrations
+                                   applied before the release, so the lint knows their tables
 
 ``RULES`` lists every rule id with its severity and a one-line description. Errors are statements the
 server refuses (the migration would fail and roll back) or files the runner cannot run; warnings
@@ -52,6 +54,7 @@ Simplifications (documented, deliberate)
   ``DEFERRABLE`` after ``SET CONSTRAINTS ... DEFERRED``) and deferred constraint triggers; rows
   are assumed to be affected. Deferred UNIQUE/EXCLUDE constraints queue events only on
   transient conflicts and are not predicted.
+* A cursor is taken to read the tables its query names (not those behind a view).
 * plpgsql bodies are inspected only for COMMIT/ROLLBACK (``DO`` blocks, procedures then CALLed).
 """
 from __future__ import annotations
@@ -166,6 +169,11 @@ _RULES: dict[str, _Rule] = {
         "table with pending checks (SQLSTATE 55006 'pending trigger events')",
         "run SET CONSTRAINTS ALL IMMEDIATE after the data change, or move the data change to a later migration.",
         ackable=True),
+    "cursor-left-open": _Rule(
+        ERROR, "a table altered, indexed, dropped, truncated or clustered while a cursor over it is still open",
+        "PostgreSQL refuses to change a table that an open cursor of the same session reads "
+        "(SQLSTATE 55006 'being used by active queries in this session')",
+        "CLOSE the cursor first (or use a DO block or a plain UPDATE ... FROM instead of a cursor)."),
     # --- release: only when several migrations share one transaction ------------------------
     "enum-value-used-later-in-release": _Rule(
         ERROR, "an enum value added in one migration and used by a later migration of the same atomic release",
@@ -179,6 +187,11 @@ _RULES: dict[str, _Rule] = {
         "PostgreSQL refuses to change a table with pending checks (SQLSTATE 55006)",
         "end the earlier migration with SET CONSTRAINTS ALL IMMEDIATE, or split the release between the two.",
         ackable=True, scope="release"),
+    "cursor-left-open-in-release": _Rule(
+        ERROR, "a table changed by a later migration of an atomic release while a cursor an earlier one opened is still open",
+        "a cursor lasts until COMMIT, so in atomic mode it is still open when the later migration runs, and PostgreSQL "
+        "refuses to change a table an open cursor reads (SQLSTATE 55006 'being used by active queries')",
+        "CLOSE the cursor at the end of the migration that opens it.", scope="release"),
     "setting-leaks-into-later-migration": _Rule(
         WARNING, "SET LOCAL / SET CONSTRAINTS in one migration still in force in the later migrations of an "
         "atomic release",
@@ -637,6 +650,7 @@ class _Tx:
     """State that lives until COMMIT: one file in lint_set, the whole release in lint_release."""
     new_enum_values: dict[tuple[str, str], _Origin] = field(default_factory=dict)
     pending: dict[str, _Origin] = field(default_factory=dict)          # table -> first queuing DML
+    cursors: dict[str, tuple[_Origin, set[str]]] = field(default_factory=dict)  # cursor -> (DECLARE, tables)
     deferred_all: bool = False
     deferred_names: set[str] = field(default_factory=set)
     local_settings: dict[str, tuple[_Origin, str]] = field(default_factory=dict)  # name -> (origin, shown)
@@ -783,6 +797,24 @@ class _FileLint:
         return trees
 
     # pending trigger events: what the server refuses on a table with deferred checks pending
+    def refuse_if_in_use(self, table: str, verb: str) -> None:
+        """What CheckTableNotInUse refuses: an open cursor reading the table, pending trigger events."""
+        for name, (origin, tables) in list(self.tx.cursors.items()):
+            if table not in tables:
+                continue
+            del self.tx.cursors[name]
+            if origin.file == self.path:
+                self.report("cursor-left-open",
+                            f"{verb} \"{table}\" while cursor \"{name}\" (DECLAREd at line {origin.line}) still "
+                            f"reads it; PostgreSQL refuses it")
+            else:
+                self.report("cursor-left-open-in-release",
+                            f"{verb} \"{table}\" while cursor \"{name}\", DECLAREd by {origin.where()} in the same "
+                            f"atomic release and never closed, still reads it; PostgreSQL refuses it",
+                            instead=f"CLOSE {name} at the end of {os.path.basename(origin.file)}.")
+            break
+        self.refuse_if_pending(table, verb)
+
     def refuse_if_pending(self, table: str, verb: str) -> None:
         origin = self.tx.pending.get(table)
         if origin is None:
@@ -957,6 +989,15 @@ class _FileLint:
                         f"CALL {name}(): the procedure COMMITs or ROLLBACKs, which PostgreSQL refuses inside a "
                         f"transaction block ('invalid transaction termination')")
 
+    def on_DeclareCursorStmt(self, node, stmt) -> None:
+        self.tx.cursors[node.portalname] = (self.here, _relations(node.query))
+
+    def on_ClosePortalStmt(self, node, stmt) -> None:
+        if node.portalname is None:  # CLOSE ALL
+            self.tx.cursors.clear()
+        else:
+            self.tx.cursors.pop(node.portalname, None)
+
     def on_CopyStmt(self, node, stmt) -> None:
         if node.filename is None and not node.is_program:
             self.report("copy-stdio", "COPY ... FROM STDIN" if node.is_from else "COPY ... TO STDOUT")
@@ -1022,7 +1063,7 @@ class _FileLint:
         table = node.relation.relname
         if table in self.schema.tables and self.schema.tables[table].partitioned:
             self.no_tx(f"CLUSTER of partitioned table \"{table}\"")
-        self.refuse_if_pending(table, "CLUSTER")
+        self.refuse_if_in_use(table, "CLUSTER")
 
     def on_ReindexStmt(self, node, stmt) -> None:
         params = {d.defname for d in node.params or () if isinstance(d, ast.DefElem)}
@@ -1117,7 +1158,7 @@ class _FileLint:
             self.report("concurrently-in-transaction",
                         "CREATE INDEX CONCURRENTLY cannot run inside a transaction block")
             return
-        self.refuse_if_pending(table, "CREATE INDEX on")
+        self.refuse_if_in_use(table, "CREATE INDEX on")
         if table in self.schema.tables and self.schema.tables[table].partitioned and node.idxname:
             self.schema.partitioned_indexes.add(node.idxname)
         if not self.is_new(table):
@@ -1138,7 +1179,7 @@ class _FileLint:
             return
         for obj in node.objects or ():
             table = _last(obj)
-            self.refuse_if_pending(table, "DROP TABLE")
+            self.refuse_if_in_use(table, "DROP TABLE")
             if self.direction == "up" and not self.is_new(table):
                 self.report("drop-table", f"DROP TABLE \"{table}\" in an up migration")
             self.schema.tables.pop(table, None)
@@ -1146,7 +1187,7 @@ class _FileLint:
 
     def on_TruncateStmt(self, node, stmt) -> None:
         for rv in node.relations or ():
-            self.refuse_if_pending(rv.relname, "TRUNCATE")
+            self.refuse_if_in_use(rv.relname, "TRUNCATE")
 
     def on_InsertStmt(self, node, stmt) -> None:
         self.dml(node.relation.relname, "insert")
@@ -1167,7 +1208,7 @@ class _FileLint:
         if node.objtype != ObjectType.OBJECT_TABLE or node.relation is None:
             return
         table = node.relation.relname
-        self.refuse_if_pending(table, "ALTER TABLE")
+        self.refuse_if_in_use(table, "ALTER TABLE")
         existing = not self.is_new(table)
         for cmd in node.cmds or ():
             self.alter_table_cmd(table, cmd, existing)

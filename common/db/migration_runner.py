@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the server the connection points at (needs CREATEDB) and compare the catalogs")
     sp.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
                     help="wait this long for a running migration before deciding (default: %(default)s)")
+    sp = sub.add_parser("lint", parents=[common],
+                        help="check every migration with PostgreSQL's own parser (exit 15 on errors)")
+    sp.add_argument("--strict", action="store_true", help="treat warnings as errors")
     sp = sub.add_parser("baseline", parents=[common],
                         help="record a database built by hand from a release's bundle as being at that release")
     sp.add_argument("--version", required=True, metavar="RELEASE", help="the release (X.Y.Z) it was built from")
@@ -211,7 +214,21 @@ def cmd_baseline(args, out) -> int:
     return errors.OK
 
 
-COMMANDS = {"baseline": cmd_baseline, "verify": cmd_verify, "snapshot": cmd_snapshot, "upgrade": cmd_upgrade, "downgrade": cmd_downgrade, "status": cmd_status, "history": cmd_history}
+def cmd_lint(args, out) -> int:
+    from .lint import lint_set
+    mset = _load(args)
+    findings = lint_set(mset, strict=args.strict)
+    errors_ = [f for f in findings if f.severity == "error"]
+    for f in findings:
+        out.say(f.format(), "red" if f.severity == "error" else "yellow")
+    out.say(f"{len(mset.migrations)} migration(s) checked: {len(errors_)} error(s), "
+            f"{len(findings) - len(errors_)} warning(s)", "green" if not findings else "")
+    out.document({"ok": not errors_, "strict": args.strict, "migrations": len(mset.migrations),
+                  "findings": [f.to_json() for f in findings]})
+    return errors.INVALID_SET if errors_ else errors.OK
+
+
+COMMANDS = {"lint": cmd_lint, "baseline": cmd_baseline, "verify": cmd_verify, "snapshot": cmd_snapshot, "upgrade": cmd_upgrade, "downgrade": cmd_downgrade, "status": cmd_status, "history": cmd_history}
 
 
 def run_guarded(out, fn) -> int:

@@ -214,7 +214,8 @@ def refuse_unsafe(mset: MigrationSet, plan: list[Migration], atomic: bool) -> No
     pending_files = {str(m.up_path) for m in plan} | {str(m.down_path) for m in plan}
     found = [f for f in lint_set(mset) if f.severity == "error" and f.file in pending_files]
     if atomic:
-        found += [f for f in lint_release(plan) if f.severity == "error"]
+        earlier = [m for m in mset.migrations if m.version < plan[0].version]
+        found += [f for f in lint_release(plan, earlier=earlier) if f.severity == "error"]
     if found:
         raise InvalidMigrationSet(
             f"{len(found)} migration(s) cannot run safely: {found[0].format()} Nothing was applied.",

@@ -8,9 +8,13 @@ import pytest
 
 from core import runtime
 from common.db import errors
+from common.db.migrations import load_migrations
 from tests.helpers import REPO, query, run_module, runner, spawn_runner, write_set
 
 SHIPPED = str(REPO / "schemas" / "migrations")
+_SHIPPED_SET = load_migrations(SHIPPED)
+LATEST = list(_SHIPPED_SET.releases)[-1]
+LATEST_VERSION = _SHIPPED_SET.releases[LATEST]
 
 
 def check(db, *args):
@@ -87,7 +91,15 @@ def test_older_database_asks_for_install(db, tmp_path):
     assert runner("upgrade", "--migrations-dir", SHIPPED, dsn=db).code == 0
     query(db, "DELETE FROM schema_migrations")
     r = check(db)
-    assert r.code == 14 and "Core needs 20250101_000000 (release 1.0.0): run install.sh to upgrade" in r.stderr
+    assert r.code == 14 and f"Core needs {LATEST_VERSION} (release {LATEST}): run install.sh to upgrade" in r.stderr
+
+
+def test_database_at_the_previous_release_asks_for_install(db):
+    assert runner("upgrade", "--to", "1.0.0", "--migrations-dir", SHIPPED, dsn=db).code == 0
+    r = check(db)
+    assert r.code == 14
+    assert f"database at 20250101_000000 (release 1.0.0), Core needs {LATEST_VERSION} (release {LATEST})" in r.stderr
+    assert check(db, "--expect-release", "1.0.0").code == 0
 
 
 def test_newer_database_says_core_is_older(installed):
@@ -150,7 +162,7 @@ def test_startup_check_function_raises_typed_errors(db):
         runtime.startup_check(db, SHIPPED, lock_wait=0, connect_retries=0)
     assert runner("upgrade", "--migrations-dir", SHIPPED, dsn=db).code == 0
     rep = runtime.startup_check(db, SHIPPED, lock_wait=0, connect_retries=0)
-    assert rep.version == "20250101_000000" and rep.differences == []
+    assert rep.version == LATEST_VERSION and rep.differences == []
 
 
 def test_shipped_snapshots_are_up_to_date(pg_admin_dsn):

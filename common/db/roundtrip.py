@@ -32,13 +32,12 @@ def roundtrip(mset: MigrationSet, admin_dsn: str, report=lambda e, d: None) -> l
             runner.upgrade(mset, settings, to=m.version)
             after_up = _read(scratch.dsn)
             runner.downgrade(mset, settings, to=previous)
-            after_down = _read(scratch.dsn)
-            runner.upgrade(mset, settings, to=m.version)
-            after_up2 = _read(scratch.dsn)
             problems = [{"phase": "down does not restore the catalog from before the up", **d.__dict__}
-                        for d in compare(before, after_down)]
-            problems += [{"phase": "second up differs from the first", **d.__dict__}
-                         for d in compare(after_up, after_up2)]
+                        for d in compare(before, _read(scratch.dsn))]
+            if not problems:
+                runner.upgrade(mset, settings, to=m.version)
+                problems = [{"phase": "second up differs from the first", **d.__dict__}
+                            for d in compare(after_up, _read(scratch.dsn))]
             results.append({"version": m.version, "description": m.description, "ok": not problems,
                             "problems": problems})
             report("message", {"text": f"round trip {m.version} {m.description}: "

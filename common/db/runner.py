@@ -211,8 +211,8 @@ def refuse_unsafe(mset: MigrationSet, plan: list[Migration], atomic: bool) -> No
         return
     from .errors import InvalidMigrationSet
     from .lint import lint_release, lint_set
-    pending_files = {str(m.up_path) for m in plan} | {str(m.down_path) for m in plan}
-    found = [f for f in lint_set(mset) if f.severity == "error" and f.file in pending_files]
+    # Errors do not depend on earlier migrations: parse only what is about to run.
+    found = [f for f in lint_set(MigrationSet(mset.directory, tuple(plan), {})) if f.severity == "error"]
     if atomic:
         earlier = [m for m in mset.migrations if m.version < plan[0].version]
         found += [f for f in lint_release(plan, earlier=earlier) if f.severity == "error"]

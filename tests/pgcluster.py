@@ -83,7 +83,8 @@ class Cluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def create_cluster(tcp: bool = False, fsync: bool = False, start: bool = True, port: int | None = None) -> Cluster:
+def create_cluster(tcp: bool = False, fsync: bool = False, start: bool = True, port: int | None = None,
+                   host_auth: str = "trust") -> Cluster:
     """initdb a new cluster in a fresh temporary directory and (by default) start it."""
     initdb = PG_BIN / "initdb"
     if not initdb.exists():
@@ -97,7 +98,8 @@ def create_cluster(tcp: bool = False, fsync: bool = False, start: bool = True, p
         shutil.chown(base, "postgres")
         shutil.chown(base / "sock", "postgres")
     cluster = Cluster(base=base, port=port or _free_port(), tcp=tcp)
-    r = subprocess.run(_as_pg_user([str(initdb), "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8",
+    r = subprocess.run(_as_pg_user([str(initdb), "--no-sync", "--auth-local=trust", f"--auth-host={host_auth}",
+                                    "-U", "postgres", "-E", "UTF8",
                                     "--locale=C.UTF-8", "-D", str(cluster.datadir)]),
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -114,3 +116,47 @@ def create_cluster(tcp: bool = False, fsync: bool = False, start: bool = True, p
                 cluster.port = _free_port()
                 time.sleep(0.2)
     return cluster
+
+
+def create_standby(primary: Cluster, tcp: bool = True, start: bool = True) -> Cluster:
+    """A streaming standby of ``primary``: ``pg_basebackup -R -X stream -c fast`` over TCP on
+    127.0.0.1, in a fresh temporary directory, started (hot standby) on its own free port.
+
+    The primary must listen on 127.0.0.1 (``create_cluster(tcp=True)``) and allow replication from
+    there: initdb's default pg_hba with ``-A trust`` does, and a missing line is added here.
+    PostgreSQL 15's defaults (wal_level=replica, max_wal_senders=10) need nothing else.
+    """
+    if not primary.tcp:
+        raise ClusterError("the primary must listen on 127.0.0.1 (create_cluster(tcp=True)) to stream to a standby")
+    hba = primary.datadir / "pg_hba.conf"
+    lines = hba.read_text().splitlines()
+    if not any(ln.split()[:4] == ["host", "replication", "all", "127.0.0.1/32"] for ln in lines if ln.strip()):
+        with open(hba, "a") as fh:
+            fh.write("host    replication     all             127.0.0.1/32            trust\n")
+        primary.pg_ctl("reload")
+    base = Path(tempfile.mkdtemp(prefix="ransomeye-pg-standby-"))
+    os.chmod(base, 0o755)
+    (base / "sock").mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(base / "sock", "postgres")
+    standby = Cluster(base=base, port=_free_port(), tcp=tcp)
+    r = subprocess.run(_as_pg_user([str(PG_BIN / "pg_basebackup"), "-D", str(standby.datadir), "-R",
+                                    "-X", "stream", "-c", "fast", "--no-sync",
+                                    "-d", f"host=127.0.0.1 port={primary.port} user=postgres"]),
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        raise ClusterError(f"pg_basebackup failed ({r.returncode}): {r.stderr.strip()}")
+    if start:
+        for attempt in range(3):
+            try:
+                standby.start()
+                break
+            except ClusterError:
+                if attempt == 2:
+                    standby.destroy()
+                    raise
+                standby.port = _free_port()
+                time.sleep(0.2)
+    return standby

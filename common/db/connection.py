@@ -103,6 +103,12 @@ def connect(dsn: str, *, retries: int = 5, backoff: float = 0.5, connect_timeout
         except psycopg.ProgrammingError as exc:
             raise ConnectError(f"the connection string is malformed: {_first_line(exc)}.") from None
     target = mask(dsn) if dsn else "(libpq defaults: PG* variables)"
+    text = str(last).lower()
+    if "session is read-only" in text or "hot standby" in text:  # target_session_attrs=read-write found no primary
+        raise ReadOnlyDatabase(f"no primary among the hosts of {target}: every server that answered is read-only "
+                               "(a standby); nothing was changed.",
+                               hint="Wait for the failover to finish, or list the primary's host in the connection "
+                                    "string.")
     raise ConnectError(f"cannot connect to {target}: {_first_line(last)}.",
                        hint="Check that the server is running and the host, port, user and password "
                             "(PGPASSWORD or passfile) are right; nothing was changed.")

@@ -125,10 +125,6 @@ def record_applied(conn: psycopg.Connection, version: str, description: str, che
         "VALUES (%s, %s, %s, %s, %s)", (version, description, checksum, execution_ms, RUNNER_VERSION))
 
 
-def remove_applied(conn: psycopg.Connection, version: str) -> None:
-    conn.execute("DELETE FROM schema_migrations WHERE version = %s", (version,))
-
-
 class Audit:
     """Writes one run's attempts. ``started`` commits on its own (cheaply: synchronous_commit off,
     flushed by the migration's own synchronous commit that follows) before the migration runs."""
@@ -140,19 +136,44 @@ class Audit:
         self.os_user, self.host = client_identity()
 
     def started(self, version: str, description: str, direction: str, checksum: str | None) -> int:
-        with self.conn.transaction():
-            self.conn.execute("SET LOCAL synchronous_commit = off")
-            return self.conn.execute(
+        """One round trip. The runner's session runs with synchronous_commit off, so this commit
+        costs no WAL flush; the migration's own synchronous COMMIT that follows flushes it too."""
+        return self.conn.execute(
                 "INSERT INTO schema_migration_audit (run_id, version, description, direction, mode, status, "
                 "checksum, os_user, client_host, runner_version) "
                 "VALUES (%s, %s, %s, %s, %s, 'started', %s, %s, %s, %s) RETURNING id",
-                (self.run_id, version, description, direction, self.mode, checksum, self.os_user, self.host,
-                 RUNNER_VERSION)).fetchone()[0]
+            (self.run_id, version, description, direction, self.mode, checksum, self.os_user, self.host,
+             RUNNER_VERSION)).fetchone()[0]
+
+    def succeeded(self, conn: psycopg.Connection, audit_id: int, direction: str, version: str, description: str,
+                  checksum: str, ms: int) -> None:
+        """Inside the migration's transaction, in one statement: the history row and the outcome."""
+        if direction == "up":
+            conn.execute(
+                "WITH a AS (UPDATE schema_migration_audit SET status = 'succeeded', ended_at = clock_timestamp(), "
+                "duration_ms = %s WHERE id = %s) INSERT INTO schema_migrations "
+                "(version, description, checksum, execution_ms, runner_version) VALUES (%s, %s, %s, %s, %s)",
+                (ms, audit_id, version, description, checksum, ms, RUNNER_VERSION))
+        else:
+            conn.execute(
+                "WITH a AS (UPDATE schema_migration_audit SET status = 'succeeded', ended_at = clock_timestamp(), "
+                "duration_ms = %s WHERE id = %s) DELETE FROM schema_migrations WHERE version = %s",
+                (ms, audit_id, version))
 
     def finish(self, audit_id: int, status: str, duration_ms: int | None = None, error: str | None = None,
                sqlstate: str | None = None, conn: psycopg.Connection | None = None) -> None:
-        """Record the outcome. Inside the migration's transaction for success; afterwards otherwise."""
-        (conn or self.conn).execute(
+        """Record an outcome: inside a transaction it is part of it; outside, it commits durably."""
+        c = conn or self.conn
+        if c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            with c.transaction():
+                c.execute("SET LOCAL synchronous_commit = on")
+                self._finish(c, audit_id, status, duration_ms, error, sqlstate)
+        else:
+            self._finish(c, audit_id, status, duration_ms, error, sqlstate)
+
+    @staticmethod
+    def _finish(c, audit_id, status, duration_ms, error, sqlstate) -> None:
+        c.execute(
             "UPDATE schema_migration_audit SET status = %s, ended_at = clock_timestamp(), duration_ms = %s, "
             "error_message = %s, sqlstate = %s WHERE id = %s",
             (status, duration_ms, error, sqlstate, audit_id))

@@ -68,6 +68,9 @@ class Session:
         try:
             if self.writable:
                 ensure_writable(self.conn)
+                # Bookkeeping commits (audit 'started' rows) need no WAL flush of their own: every
+                # migration transaction turns synchronous_commit back on (see migration_prefix).
+                self.conn.execute("SET synchronous_commit = off")
                 waited = lock.acquire(self.conn, s.lock_timeout)
                 self.locked = True
                 if waited > 0.5:
@@ -125,16 +128,24 @@ def _position(sql: str, pos: int | None) -> str:
     return f" at line {line}, column {col}"
 
 
-def describe_error(m: Migration, direction: str, exc: psycopg.Error) -> tuple[str, str | None]:
+def describe_error(m: Migration, direction: str, exc: psycopg.Error, shift: int = 0) -> tuple[str, str | None]:
     sql = m.up_sql if direction == "up" else m.down_sql
     diag = exc.diag
-    where = _position(sql, int(diag.statement_position) if diag.statement_position else None)
+    pos = int(diag.statement_position) - shift if diag.statement_position else None
+    where = _position(sql, pos if pos and pos > 0 else None)
     primary = diag.message_primary or (str(exc).strip().splitlines() or ["error"])[0]
     state = exc.sqlstate
     text = f"{primary}{f' ({state})' if state else ''}{where}"
     if diag.context:
         text += f"; context: {diag.context.strip().splitlines()[0]}"
     return text, state
+
+
+def migration_prefix(s: Settings) -> str:
+    """Sent in the same round trip as the migration's SQL; positions in errors are shifted back."""
+    return (f"SET LOCAL lock_timeout = {int(s.ddl_lock_timeout * 1000)}; "
+            f"SET LOCAL statement_timeout = {int(s.statement_timeout * 1000)}; "
+            "SET LOCAL synchronous_commit = on;\n")
 
 
 def apply_one(sess: Session, audit: history.Audit, m: Migration, direction: str) -> dict:
@@ -145,22 +156,17 @@ def apply_one(sess: Session, audit: history.Audit, m: Migration, direction: str)
     audit_id = audit.started(m.version, m.description, direction, checksum)
     s.report("apply_start", {"version": m.version, "description": m.description, "direction": direction})
     t0 = time.perf_counter()
+    prefix = migration_prefix(s)
     try:
         with conn.transaction():
-            conn.execute(f"SET LOCAL lock_timeout = {int(s.ddl_lock_timeout * 1000)}; "
-                         f"SET LOCAL statement_timeout = {int(s.statement_timeout * 1000)}")
-            conn.execute(sql)
+            conn.execute(prefix + sql)
             ms = int((time.perf_counter() - t0) * 1000)
-            if direction == "up":
-                history.record_applied(conn, m.version, m.description, m.checksum, ms)
-            else:
-                history.remove_applied(conn, m.version)
-            audit.finish(audit_id, "succeeded", ms)
+            audit.succeeded(conn, audit_id, direction, m.version, m.description, m.checksum, ms)
     except KeyboardInterrupt as exc:  # Interrupted too: psycopg cancelled the statement
         _finish_after_failure(sess, audit, audit_id, "interrupted", t0, getattr(exc, "message", "interrupted"), None)
         raise
     except psycopg.Error as exc:
-        text, state = describe_error(m, direction, exc)
+        text, state = describe_error(m, direction, exc, shift=len(prefix))
         _finish_after_failure(sess, audit, audit_id, "failed", t0, text, state)
         version_now = _safe_version(sess)
         lost = " (the connection to the server was lost)" if conn.closed else ""
@@ -277,11 +283,11 @@ def apply_release(sess: Session, mset: MigrationSet, plan: list[Migration], targ
     current: Migration | None = None
     t_release = time.perf_counter()
     with connect(s.dsn, retries=s.connect_retries, purpose="audit") as aconn:
+        aconn.execute("SET synchronous_commit = off")  # flushed by the release's own COMMIT
         audit = history.Audit(aconn, mode="atomic")
         try:
             with conn.transaction():
-                conn.execute(f"SET LOCAL lock_timeout = {int(s.ddl_lock_timeout * 1000)}; "
-                             f"SET LOCAL statement_timeout = {int(s.statement_timeout * 1000)}")
+                conn.execute(migration_prefix(s))
                 for m in plan:
                     current = m
                     started.append((audit.started(m.version, m.description, "up", m.checksum), m))
@@ -369,9 +375,11 @@ def downgrade(mset: MigrationSet, settings: Settings, to: str) -> Outcome:
         outcome = Outcome("downgrade", before, before, interrupted=interrupted)
         settings.report("plan", {"count": len(plan), "direction": "down", "from": before, "to": target})
         audit = history.Audit(conn)
+        remaining = [a.version for a in applied]
         for m in plan:
             outcome.steps.append(apply_one(sess, audit, m, "down"))
-            outcome.after = history.current_version(conn)
+            remaining.remove(m.version)
+            outcome.after = remaining[-1] if remaining else None
         return outcome
 
 

@@ -175,8 +175,10 @@ class Audit:
     def _finish(c, audit_id, status, duration_ms, error, sqlstate) -> None:
         c.execute(
             "UPDATE schema_migration_audit SET status = %s, ended_at = clock_timestamp(), duration_ms = %s, "
-            "error_message = %s, sqlstate = %s WHERE id = %s",
+            "error_message = %s, sqlstate = %s WHERE id = %s AND status = 'started'",
             (status, duration_ms, error, sqlstate, audit_id))
+        # 'AND status = started': an outcome is written once. After a connection lost during COMMIT
+        # the server may have committed the migration with its 'succeeded' row; it must stay so.
 
     def record(self, version: str, description: str, direction: str, status: str, checksum: str | None,
                error: str | None = None) -> None:

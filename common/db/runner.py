@@ -136,6 +136,8 @@ def describe_error(m: Migration, direction: str, exc: psycopg.Error, shift: int 
     primary = diag.message_primary or (str(exc).strip().splitlines() or ["error"])[0]
     state = exc.sqlstate
     text = f"{primary}{f' ({state})' if state else ''}{where}"
+    if diag.message_hint:
+        text += f"; hint: {diag.message_hint.strip()}"
     if diag.context:
         text += f"; context: {diag.context.strip().splitlines()[0]}"
     return text, state
@@ -167,11 +169,19 @@ def apply_one(sess: Session, audit: history.Audit, m: Migration, direction: str)
         raise
     except psycopg.Error as exc:
         text, state = describe_error(m, direction, exc, shift=len(prefix))
+        lost = conn.closed or conn.broken
         _finish_after_failure(sess, audit, audit_id, "failed", t0, text, state)
-        version_now = _safe_version(sess)
-        lost = " (the connection to the server was lost)" if conn.closed else ""
+        version_now, applied_now = _safe_state(sess)
+        if lost and applied_now is not None and ((direction == "up") == (m.version in applied_now)):
+            raise MigrationFailed(
+                f"the connection to the server was lost while migration {m.version} ({m.description}, {direction}) "
+                f"was committing, and the server did commit it: the database is at "
+                f"{version_now or 'base (no migration applied)'}. The rest of the run did not happen.",
+                hint="Run the command again to continue from there.",
+                details=[{"version": m.version, "direction": direction, "error": text, "committed": True}]) from None
         raise MigrationFailed(
-            f"migration {m.version} ({m.description}, {direction}) failed{lost}: {text}. "
+            f"migration {m.version} ({m.description}, {direction}) failed"
+            f"{' (the connection to the server was lost)' if lost else ''}: {text}. "
             f"The database is still at {version_now or 'base (no migration applied)'}; nothing from this "
             f"migration was kept.",
             hint="Fix the migration (or the data it trips over) and run the command again; it continues "
@@ -198,14 +208,17 @@ def _finish_after_failure(sess: Session, audit: history.Audit, audit_id: int, st
         pass  # the attempt stays 'started' and the next run reports it as interrupted
 
 
-def _safe_version(sess: Session) -> str | None:
+def _safe_state(sess: Session) -> tuple[str | None, set[str] | None]:
+    """The version and applied set as the server has them now (a new connection if the old one died)."""
     try:
-        if not sess.conn.closed:
-            return history.current_version(sess.conn)
-        with connect(sess.settings.dsn, retries=1, purpose="status") as c2:
-            return history.current_version(c2)
+        if not sess.conn.closed and not sess.conn.broken:
+            applied = {a.version for a in history.applied(sess.conn)}
+        else:
+            with connect(sess.settings.dsn, retries=3, purpose="status") as c2:
+                applied = {a.version for a in history.applied(c2)}
+        return (max(applied) if applied else None), applied
     except (psycopg.Error, MigrationError):
-        return "unknown (could not read it back)"
+        return "unknown (could not read it back)", None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +340,14 @@ def apply_release(sess: Session, mset: MigrationSet, plan: list[Migration], targ
         except psycopg.Error as exc:
             text, state = describe_error(current, "up", exc) if current else (str(exc).strip(), exc.sqlstate)
             _close_release(audit, started, current, "failed", text, state)
-            lost = " (the connection to the server was lost)" if conn.closed else ""
+            lost = " (the connection to the server was lost)" if conn.closed or conn.broken else ""
+            version_now, applied_now = _safe_state(sess)
+            if lost and current is None and applied_now is not None and plan[-1].version in applied_now:
+                raise MigrationFailed(
+                    f"the connection to the server was lost while the release was committing, and the server did "
+                    f"commit it: the database is at {version_now}.",
+                    hint="Run Core's check (or 'verify') to confirm, then carry on.",
+                    details=[{"version": plan[-1].version, "error": text, "committed": True}]) from None
             raise MigrationFailed(
                 f"release upgrade failed{lost} in migration {current.version if current else '(commit)'}"
                 f"{' (' + current.description + ')' if current else ''}: {text}. The whole release was rolled "

@@ -5,7 +5,11 @@
 #   usage: build/build.sh [--out DIR] [--release-version X.Y.Z] [--from-git REV | --src DIR] [--python PY]
 #
 #   --out DIR              where the tarball goes (default: <repo>/dist)
-#   --release-version V    the bundle's release (default: the newest in schemas/migrations/releases.toml)
+#   --release-version V    the bundle's release (default: the newest in schemas/migrations/releases.toml).
+#                          A release older than the newest gives a real bundle of that release from
+#                          this tree: only the migrations up to its schema version, releases.toml cut
+#                          to the releases up to it, and only their snapshots, so Core's check in the
+#                          bundle expects V. The Python code is this tree's.
 #   --from-git REV         build from the repository at git revision REV (exported with git archive
 #                          into a temporary directory; the work tree is not touched). Files the
 #                          revision does not have yet (build recipe, installer) come from the work
@@ -181,6 +185,38 @@ mkdir -p "$B/schemas"
     if [ -d "$SRC/schemas/$p" ]; then mkdir -p "$B/schemas/$p"; else cp "$SRC/schemas/$p" "$B/schemas/$p"; fi
 done
 [ -f "$SRC/README.md" ] && cp "$SRC/README.md" "$B/README.md"
+
+# A release older than the newest: cut the schemas to what that release shipped. Migrations newer
+# than its schema version, the later releases' lines in releases.toml and their snapshots go.
+SCHEMA_VERSION=$("$BPY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["releases"][sys.argv[2]])' \
+    "$SRC/schemas/migrations/releases.toml" "$RELEASE")
+if [ "$RELEASE" != "$NEWEST" ]; then
+    say "release $RELEASE is older than $NEWEST: shipping the migrations up to $SCHEMA_VERSION and the releases up to $RELEASE"
+    "$BPY" - "$B/schemas" "$RELEASE" <<'PY' || die "could not cut the schemas to release $RELEASE"
+import re, sys, tomllib
+from pathlib import Path
+
+schemas, release = Path(sys.argv[1]), sys.argv[2]
+key = lambda r: tuple(int(p) for p in r.split("."))
+toml = schemas / "migrations" / "releases.toml"
+releases = tomllib.loads(toml.read_text())["releases"]
+cut = releases[release]
+later = {r for r in releases if key(r) > key(release)}
+# releases.toml: drop the later releases' lines; comments and the rest stay as written
+text = "".join(line for line in toml.read_text().splitlines(keepends=True)
+               if not ((m := re.match(r'\s*"(\d+\.\d+\.\d+)"\s*=', line)) and m[1] in later))
+kept = tomllib.loads(text)["releases"]
+if set(kept) != set(releases) - later:
+    sys.exit(f"releases.toml: could not drop {sorted(later)} line by line (left {sorted(kept)})")
+toml.write_text(text)
+for f in sorted((schemas / "migrations").iterdir()):
+    m = re.match(r"migration_(\d{8}_\d{6})_", f.name)
+    if m and m[1] > cut:
+        f.unlink()
+for r in later:
+    (schemas / "snapshots" / f"{r}.schema").unlink(missing_ok=True)
+PY
+fi
 chmod -R u+rwX,go+rX,go-w "$B"
 chmod 0755 "$B/install.sh" "$B/installer/core/install.sh" "$B/bin/$NAME"
 
@@ -189,6 +225,9 @@ pyver() { "$BPY" -c "from importlib.metadata import version; print(version('$1')
     echo "release=$RELEASE"
     echo "git_commit=$COMMIT"
     echo "source=$SOURCE_DESC"
+    echo "schema_version=$SCHEMA_VERSION"
+    echo "releases=$("$BPY" -c 'import sys, tomllib; print(",".join(tomllib.load(open(sys.argv[1], "rb"))["releases"]))' \
+        "$B/schemas/migrations/releases.toml")"
     echo "recipe_from=$([ "$SRC" != "$REPO" ] && [ "$RECIPE_ROOT" = "$SRC" ] && echo "$SOURCE_DESC" || echo "work tree")"
     echo "installer_from=$([ "$SRC" != "$REPO" ] && [ "$INSTALLER_ROOT" = "$SRC" ] && echo "$SOURCE_DESC" || echo "work tree")"
     echo "build_time=$(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
-# RansomEye Core installer: installs the release bundle this file ships in.
+# RansomEye Core installer: installs the release bundle this file ships in, upgrades an installed
+# release to it, and returns to the previous release (on its own when an upgrade fails, or on
+# purpose with --rollback).
 #
-#   install.sh [--prefix DIR] [--db-dsn-file FILE] [--lock-timeout SECONDS] [--yes] [--help]
+#   install.sh [--prefix DIR] [--db-dsn-file FILE] [--no-atomic] [--lock-timeout SECONDS] [--yes]
+#   install.sh --rollback [--prefix DIR] [--yes]
 #
-# Six steps, one line each, each failing closed with a one-line reason and the shared exit code
-# (docs/INSTALLER.md; common/db/errors.py). The runner's own exit code passes through unchanged.
-#   [1/6] preflight            tools, space, writable prefix, bundle checksums; nothing changes before it passes
-#   [2/6] installing files     PREFIX/releases/<release> (staged, then renamed), PREFIX/current switched atomically
-#   [3/6] database             an existing server (--db-dsn-file / RANSOMEYE_DB_DSN), or an embedded cluster
-#   [4/6] applying migrations  ransomeye-migrate upgrade
-#   [5/6] checking the schema  ransomeye-migrate check (Core's startup gate)
-#   [6/6] receipt              PREFIX/receipt.json, log in PREFIX/log/install.log
+# Install or upgrade, eight steps, one line each; each fails closed with a one-line reason and the
+# shared exit code (docs/INSTALLER.md; common/db/errors.py):
+#   [1/8] preflight            tools, space, writable prefix, bundle checksums; nothing changes before it passes
+#   [2/8] database             an existing server (--db-dsn-file / RANSOMEYE_DB_DSN / the installed
+#                              release's PREFIX/etc/db.conf), or an embedded cluster
+#   [3/8] database version     the database is at or behind this release (else 14, nothing changed),
+#                              read with the bundle's own binary before any file is copied
+#   [4/8] staging files        the bundle copied to PREFIX/releases/.stage-* and verified
+#   [5/8] installing files     the stage renamed to PREFIX/releases/<release>, beside the running one
+#   [6/8] applying migrations  ransomeye-migrate upgrade --to <release> --atomic
+#   [7/8] checking the schema  ransomeye-migrate check (Core's startup gate) of the new release
+#   [8/8] switching releases   PREFIX/previous -> the old release, PREFIX/current -> the new one, receipt
+# `current` moves only in step 8, after the database is at the new release and Core's check of
+# the new release passed. When step 6 or 7 fails over an installed release, the installer restores
+# it ([rollback 1/3] reverting migrations with the NEW release's downs, [rollback 2/3] files,
+# [rollback 3/3] the previous release's check) and exits 22; if that fails too, 23.
+#
+# --rollback, six steps: [1/6] preflight (current and previous releases intact), [2/6] database,
+# [3/6] reverting migrations (the current release's downs to the previous release's schema
+# version), [4/6] switching files (current -> previous, `previous` removed), [5/6] checking the
+# schema (the previous release's check), [6/6] receipt. No previous release: 2.
 #
 # Shaped like rustup-init.sh: helpers, one function per step, and `main` on the last line, so
 # nothing runs until the whole file is parsed. Tests source it with RANSOMEYE_INSTALLER_ENV=testing.
@@ -21,11 +37,16 @@ set -u
 EX_INTERNAL=1
 EX_USAGE=2
 EX_CONNECT=10
+EX_MIGRATION_FAILED=12
 EX_INTEGRITY=13
+EX_VERSION_CONFLICT=14
+EX_SCHEMA_DRIFT=16
 EX_PREREQUISITE=20
 EX_PREFIX=21
+EX_RESTORED=22
+EX_RESTORE_FAILED=23
 
-STEPS=6
+STEPS=8
 RUNNER_NAME=ransomeye-migrate
 DB_NAME=ransomeye
 DB_USER=ransomeye
@@ -34,6 +55,8 @@ DB_USER=ransomeye
 PREFIX=/opt/ransomeye
 DSN_FILE=""
 ASSUME_YES=no
+MODE=install            # install | rollback
+ATOMIC=yes
 LOCK_TIMEOUT=${RANSOMEYE_LOCK_TIMEOUT:-}
 CONNECT_RETRIES=${RANSOMEYE_CONNECT_RETRIES:-}
 PG_BIN=${RANSOMEYE_PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -41,11 +64,20 @@ PG_PORT=${RANSOMEYE_PG_PORT:-5432}
 
 # --- state --------------------------------------------------------------------------------------
 BUNDLE_DIR=""
-RELEASE=""
-DB_KIND=""
+RELEASE=""              # the release this run ends at (the bundle's; with --rollback the previous one)
+TARGET_VERSION=""       # RELEASE's schema version
+PREV_RELEASE=""         # install: the release `current` named before this run (when another one)
+PREV_VERSION=""         # its schema version
+FROM_RELEASE=""         # rollback: the release being left
+DB_KIND=""              # embedded | external
+DB_SOURCE=""            # file | env | db.conf | "" (embedded)
+DB_VERSION_BEFORE=""
 SCHEMA_VERSION=""
 WORK_DIR=""
 STAGE_DIR=""
+INSTALLED_INTACT=""
+VERSION_DEFERRED=no
+VERSION_DETAIL=""
 LOG_FILE=""
 CHILD_PID=""
 CUR_STEP=""
@@ -54,13 +86,21 @@ usage() {
     cat <<EOF
 RansomEye Core installer (release ${RELEASE:-from this bundle})
 
-usage: install.sh [options]
+usage: install.sh [options]             install, or upgrade the release installed under the prefix
+       install.sh --rollback [options]  return to the previous release (PREFIX/previous)
 
   --prefix DIR            install under DIR (default: /opt/ransomeye)
   --db-dsn-file FILE      use an existing PostgreSQL server: FILE (mode 0600) holds a libpq
                           connection string. Or set RANSOMEYE_DB_DSN. PG* variables (PGPASSWORD,
-                          PGSSLMODE, ...) apply as usual. Without either, a private PostgreSQL
-                          cluster is created under PREFIX/pgdata (socket only, no TCP).
+                          PGSSLMODE, ...) apply as usual. Without either, an upgrade keeps the
+                          server of the installed release (PREFIX/etc/db.conf), and a fresh install
+                          creates a private PostgreSQL cluster under PREFIX/pgdata (socket only).
+  --no-atomic             apply the release's migrations one transaction each instead of all in
+                          one (the default, --atomic); for very large data changes. A failure then
+                          keeps the migrations before it, and the installer reverts them with their
+                          down migrations.
+  --rollback              downgrade the database to the previous release with the current
+                          release's down migrations, switch PREFIX/current back, run its check
   --lock-timeout SECONDS  wait this long for another migration run's lock (default: the runner's)
   -y, --yes               do not ask for confirmation (never asked without a terminal)
   -h, --help              this text
@@ -69,10 +109,13 @@ environment: RANSOMEYE_DB_DSN, RANSOMEYE_PG_BIN (default /usr/lib/postgresql/15/
 RANSOMEYE_PG_PORT (socket name of the embedded cluster, default 5432), RANSOMEYE_LOCK_TIMEOUT,
 RANSOMEYE_CONNECT_RETRIES.
 
-exit codes: 0 ok, 1 internal, 2 usage, 10 cannot connect, 11 lock timeout, 12 migration failed
-and rolled back, 13 integrity (bundle checksum or changed applied migration), 14 version
-conflict, 15 invalid migration set, 16 schema drift, 17 read-only database, 20 missing
-prerequisite, 21 prefix not writable or no space, 130/143 interrupted.
+exit codes: 0 ok, 1 internal, 2 usage (also: --rollback with no previous release), 10 cannot
+connect, 11 lock timeout, 12 migration failed and rolled back, 13 integrity (bundle checksum or
+changed applied migration), 14 version conflict (e.g. the database is newer than this release;
+nothing changed), 15 invalid migration set, 16 schema drift, 17 read-only database, 20 missing
+prerequisite, 21 prefix not writable or no space, 22 upgrade failed and the previous release was
+restored, 23 upgrade (or rollback) failed and restoring the previous release failed too,
+130/143 interrupted. Log: PREFIX/log/install.log.
 EOF
 }
 
@@ -95,14 +138,10 @@ say() {
 # err CODE MESSAGE [HINT]: the one-line reason (and a hint line), then exit with the shared code.
 err() {
     local code="$1" message="$2" hint="${3:-}"
-    if [ -n "$CUR_STEP" ]; then
-        printf 'failed\n'
-        log "$CUR_STEP … failed"
-        CUR_STEP=""
-    fi
+    step_failed
     printf 'ransomeye-install: error: %s\n' "$message" >&2
     [ -n "$hint" ] && printf 'ransomeye-install: %s\n' "$hint" >&2
-    log "error (exit $code): $message"
+    log "error (exit $code): $message${hint:+ | $hint}"
     exit "$code"
 }
 
@@ -135,10 +174,23 @@ step() {
     printf '%s … ' "$CUR_STEP"
 }
 
+# rstep N TEXT: a step of the automatic return to the previous release.
+rstep() {
+    CUR_STEP="[rollback $1/3] $2"
+    printf '%s … ' "$CUR_STEP"
+}
+
 step_ok() {
     local detail="${1:-}"
     printf 'ok%s\n' "${detail:+ ($detail)}"
     log "$CUR_STEP … ok${detail:+ ($detail)}"
+    CUR_STEP=""
+}
+
+step_failed() {
+    [ -n "$CUR_STEP" ] || return 0
+    printf 'failed\n'
+    log "$CUR_STEP … failed"
     CUR_STEP=""
 }
 
@@ -180,9 +232,16 @@ on_signal() {
         CHILD_PID=""
     fi
     [ -n "$CUR_STEP" ] && printf 'interrupted\n'
-    printf 'ransomeye-install: interrupted by SIG%s\n' "$sig" >&2
-    log "interrupted by SIG$sig (exit $code)"
+    printf 'ransomeye-install: interrupted by SIG%s%s\n' "$sig" "$(state_note)" >&2
+    log "interrupted by SIG$sig (exit $code)$(state_note)"
     exit "$code"
+}
+
+# What an interruption leaves, for its message: which release `current` names.
+state_note() {
+    local cur
+    cur=$(readlink "$PREFIX/current" 2>/dev/null) || return 0
+    printf '; %s/current -> %s; the in-flight migration was rolled back (see %s/log/install.log)' "$PREFIX" "$cur" "$PREFIX"
 }
 
 # run_child OUT ERR CMD...: run a child in the background so a signal reaches the trap while it
@@ -247,6 +306,50 @@ runner_accepts() {  # runner_accepts BIN VERB FLAG: does `BIN VERB --help` list 
     "$1" "$2" --help 2>/dev/null | grep -q -- "$3"
 }
 
+# release_version DIR RELEASE: the schema version RELEASE has in DIR's releases.toml ('' if none).
+release_version() {
+    local toml="$1/schemas/migrations/releases.toml" rel="${2//./\\.}"
+    [ -f "$toml" ] || return 0
+    sed -n "s/^[[:space:]]*\"$rel\"[[:space:]]*=[[:space:]]*\"\([0-9_]*\)\".*/\1/p" "$toml" | head -n 1
+}
+
+# linked_release NAME: the release PREFIX/NAME (current, previous) points at, '' if none.
+linked_release() {
+    local t
+    t=$(readlink "$PREFIX/$1" 2>/dev/null) || return 0
+    case "$t" in
+        releases/*) printf '%s' "${t#releases/}" ;;
+    esac
+}
+
+# json_str KEY FILE: a top-level string of the runner's --json document ('' for null or absent).
+json_str() {
+    sed -n "s/^  \"$1\": \"\([^\"]*\)\",\{0,1\}\$/\1/p" "$2" | head -n 1
+}
+
+# json_versions STATE FILE: versions of the migrations `status --json` reports in STATE.
+json_versions() {
+    awk -v want="$1" '
+        /^      "version": /   { v = $2; gsub(/[",]/, "", v) }
+        /^      "state": /     { s = $2; gsub(/[",]/, "", s); if (s == want) print v }' "$2"
+}
+
+# log_steps FILE: one log line per migration an upgrade/downgrade --json document lists.
+log_steps() {
+    awk '
+        /^      "version": /     { v = $2; gsub(/[",]/, "", v) }
+        /^      "description": / { d = $2; gsub(/[",]/, "", d) }
+        /^      "direction": /   { r = $2; gsub(/[",]/, "", r) }
+        /^      "status": /      { s = $0; sub(/^ *"status": "/, "", s); sub(/",?$/, "", s) }
+        /^      "duration_ms": / { m = $2; gsub(/[",]/, "", m); printf "  %s %s %s: %s (%s ms)\n", r, v, d, s, m }' "$1" \
+    | while IFS= read -r line; do log "$line"; done
+}
+
+audit_hint() {
+    printf 'audit trail: %s/current/bin/%s history --dsn-file %s/etc/db.conf --migrations-dir %s/current/schemas/migrations' \
+        "$PREFIX" "$RUNNER_NAME" "$PREFIX" "$PREFIX"
+}
+
 # --- arguments ----------------------------------------------------------------------------------
 parse_args() {
     while [ $# -gt 0 ]; do
@@ -257,6 +360,9 @@ parse_args() {
             --db-dsn-file=*) DSN_FILE="${1#--db-dsn-file=}"; shift ;;
             --lock-timeout) [ $# -ge 2 ] || err "$EX_USAGE" "--lock-timeout needs seconds"; LOCK_TIMEOUT="$2"; shift 2 ;;
             --lock-timeout=*) LOCK_TIMEOUT="${1#--lock-timeout=}"; shift ;;
+            --atomic) ATOMIC=yes; shift ;;
+            --no-atomic) ATOMIC=no; shift ;;
+            --rollback) MODE=rollback; shift ;;
             -y|--yes) ASSUME_YES=yes; shift ;;
             -h|--help) usage; exit 0 ;;
             *) err "$EX_USAGE" "unknown option '$1' (see --help)" ;;
@@ -280,43 +386,45 @@ parse_args() {
             || err "$EX_USAGE" "RANSOMEYE_CONNECT_RETRIES must be a whole number"
     fi
     printf '%s' "$PG_PORT" | grep -Eq '^[0-9]+$' || err "$EX_USAGE" "RANSOMEYE_PG_PORT must be a port number"
+    if [ "$MODE" = rollback ]; then
+        STEPS=6
+        [ "$ATOMIC" = yes ] || err "$EX_USAGE" "--no-atomic applies to an upgrade, not to --rollback"
+    fi
 }
 
 confirm() {
-    local answer=""
+    local answer="" question
     [ "$ASSUME_YES" = "yes" ] && return 0
     # Never wait for input without a terminal: no prompt, just proceed.
     if [ -t 0 ] && [ -t 1 ]; then
-        printf 'Install RansomEye Core %s into %s? [y/N] ' "$RELEASE" "$PREFIX"
+        if [ "$MODE" = rollback ]; then
+            question="Roll RansomEye Core in $PREFIX back from $FROM_RELEASE to $RELEASE?"
+        elif [ -n "$PREV_RELEASE" ]; then
+            question="Upgrade RansomEye Core in $PREFIX from $PREV_RELEASE to $RELEASE?"
+        else
+            question="Install RansomEye Core $RELEASE into $PREFIX?"
+        fi
+        printf '%s [y/N] ' "$question"
         read -r answer || answer=""
         case "$answer" in
             y|Y|yes|YES) return 0 ;;
-            *) say "not installing (answer was not yes); run with --yes to skip this question"; exit 0 ;;
+            *) say "stopped (answer was not yes); run with --yes to skip this question"; exit 0 ;;
         esac
     fi
 }
 
-# --- step 1: preflight --------------------------------------------------------------------------
-preflight() {
-    local cmd anc need_kb avail_kb why sock opts d mode
-    step 1 "preflight"
-    for cmd in sha256sum mkdir cp mv ln rm chmod df du date sed grep sort comm find mktemp readlink cmp tr head id dirname; do
+# --- preflight (both modes) ---------------------------------------------------------------------
+preflight_tools() {
+    local cmd
+    for cmd in sha256sum mkdir cp mv ln rm chmod df du date sed grep sort comm find mktemp readlink cmp tr head id dirname awk; do
         need_cmd "$cmd" coreutils
     done
+}
 
-    # the bundle, before anything else is looked at
-    if [ ! -f "$BUNDLE_DIR/BUILDINFO" ] || [ ! -f "$BUNDLE_DIR/SHA256SUMS" ] \
-        || [ ! -x "$BUNDLE_DIR/bin/$RUNNER_NAME" ] || [ ! -d "$BUNDLE_DIR/schemas/migrations" ]; then
-        err "$EX_INTEGRITY" "$BUNDLE_DIR is not a complete release bundle (BUILDINFO, SHA256SUMS, bin/$RUNNER_NAME, schemas/migrations); build one with build/build.sh"
-    fi
-    if ! why=$(verify_tree "$BUNDLE_DIR"); then
-        err "$EX_INTEGRITY" "the bundle fails its checksums: $why; nothing was changed. Use an intact copy of the release."
-    fi
-    RELEASE=$(buildinfo release)
-    printf '%s' "$RELEASE" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$' \
-        || err "$EX_INTEGRITY" "BUILDINFO names no valid release ('$RELEASE')"
-
-    # the database source
+# Where the database is: --db-dsn-file, RANSOMEYE_DB_DSN, the installed release's server
+# (PREFIX/etc/db.conf of an install whose receipt says "external"), or the embedded cluster.
+preflight_database_source() {
+    local cmd sock
     if [ -n "$DSN_FILE" ]; then
         if [ ! -f "$DSN_FILE" ] || [ ! -r "$DSN_FILE" ]; then
             err "$EX_USAGE" "cannot read the connection file $DSN_FILE"
@@ -324,11 +432,14 @@ preflight() {
         if [ -n "$(find "$DSN_FILE" -maxdepth 0 -perm /077 2>/dev/null)" ]; then
             err "$EX_USAGE" "connection file $DSN_FILE is readable by others; run: chmod 600 $DSN_FILE"
         fi
-        DB_KIND=external
+        DB_KIND=external DB_SOURCE=file
     elif [ -n "${RANSOMEYE_DB_DSN:-}" ]; then
-        DB_KIND=external
+        DB_KIND=external DB_SOURCE=env
+    elif [ -f "$PREFIX/etc/db.conf" ] && [ ! -f "$PREFIX/pgdata/PG_VERSION" ] \
+        && grep -q '"db": "external"' "$PREFIX/receipt.json" 2>/dev/null; then
+        DB_KIND=external DB_SOURCE=db.conf
     else
-        DB_KIND=embedded
+        DB_KIND=embedded DB_SOURCE=""
         for cmd in initdb pg_ctl psql; do
             [ -x "$PG_BIN/$cmd" ] || err "$EX_PREREQUISITE" "the embedded database needs PostgreSQL's server binaries ($PG_BIN/$cmd is missing): install the postgresql-15 package, set RANSOMEYE_PG_BIN, or give an existing server with --db-dsn-file"
         done
@@ -340,6 +451,31 @@ preflight() {
         sock="$PREFIX/run/.s.PGSQL.$PG_PORT"
         [ "${#sock}" -le 107 ] || err "$EX_PREFIX" "the prefix is too long for the embedded database's unix socket ($sock is ${#sock} bytes, the limit is 107); choose a shorter --prefix"
     fi
+}
+
+# --- step 1: preflight --------------------------------------------------------------------------
+preflight() {
+    local anc need_kb avail_kb why opts d mode prev
+    step 1 "preflight"
+    preflight_tools
+
+    # the bundle, before anything else is looked at
+    if [ ! -f "$BUNDLE_DIR/BUILDINFO" ] || [ ! -f "$BUNDLE_DIR/SHA256SUMS" ] \
+        || [ ! -f "$BUNDLE_DIR/bin/$RUNNER_NAME" ] || [ ! -d "$BUNDLE_DIR/schemas/migrations" ] \
+        || [ -z "$(find "$BUNDLE_DIR/bin/$RUNNER_NAME" -maxdepth 0 -perm -u+x 2>/dev/null)" ]; then
+        err "$EX_INTEGRITY" "$BUNDLE_DIR is not a complete release bundle (BUILDINFO, SHA256SUMS, bin/$RUNNER_NAME, schemas/migrations); build one with build/build.sh"
+    fi
+    if ! why=$(verify_tree "$BUNDLE_DIR"); then
+        err "$EX_INTEGRITY" "the bundle fails its checksums: $why; nothing was changed. Use an intact copy of the release."
+    fi
+    RELEASE=$(buildinfo release)
+    printf '%s' "$RELEASE" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$' \
+        || err "$EX_INTEGRITY" "BUILDINFO names no valid release ('$RELEASE')"
+    TARGET_VERSION=$(release_version "$BUNDLE_DIR" "$RELEASE")
+    [ -n "$TARGET_VERSION" ] \
+        || err "$EX_INTEGRITY" "the bundle's schemas/migrations/releases.toml does not name its own release $RELEASE; rebuild it with build/build.sh"
+
+    preflight_database_source
 
     # the prefix: writable, executable, enough space
     if [ -e "$PREFIX" ] && [ ! -d "$PREFIX" ]; then
@@ -373,13 +509,34 @@ preflight() {
     case "$avail_kb" in ''|*[!0-9]*) avail_kb=0 ;; esac
     [ "$avail_kb" -ge "$need_kb" ] \
         || err "$EX_PREFIX" "not enough space under $anc: ${avail_kb} KiB free, ${need_kb} KiB needed"
-    step_ok "release $RELEASE, $DB_KIND database"
+
+    # the installed release this run upgrades from, which a failure falls back to
+    prev=$(linked_release current)
+    if [ -n "$prev" ] && [ "$prev" != "$RELEASE" ]; then
+        [ -d "$PREFIX/releases/$prev" ] \
+            || err "$EX_INTEGRITY" "$PREFIX/current names release $prev, but $PREFIX/releases/$prev is missing, so a failed upgrade could not fall back to it; nothing was changed" \
+                   "Reinstall release $prev with its own bundle first, or restore $PREFIX/releases/$prev."
+        if ! why=$(verify_tree "$PREFIX/releases/$prev"); then
+            err "$EX_INTEGRITY" "the installed release $prev fails its checksums ($why), so a failed upgrade could not fall back to it; nothing was changed" \
+                "Reinstall release $prev with its own bundle first (install.sh --prefix $PREFIX), then upgrade."
+        fi
+        PREV_RELEASE=$prev
+        PREV_VERSION=$(release_version "$PREFIX/releases/$prev" "$prev")
+        [ -n "$PREV_VERSION" ] || PREV_VERSION=$(release_version "$BUNDLE_DIR" "$prev")
+        [ -n "$PREV_VERSION" ] \
+            || err "$EX_INTEGRITY" "neither release $prev nor $RELEASE names release $prev's schema version in releases.toml; nothing was changed"
+    fi
+    log "release $RELEASE${PREV_RELEASE:+ over installed $PREV_RELEASE}, $([ "$ATOMIC" = yes ] && echo atomic || echo per-migration) migrations, $DB_KIND database"
+    if [ -n "$PREV_RELEASE" ]; then
+        step_ok "release $RELEASE over installed $PREV_RELEASE, $DB_KIND database, $([ "$ATOMIC" = yes ] && echo atomic || echo per-migration)"
+    else
+        step_ok "release $RELEASE, $DB_KIND database"
+    fi
 }
 
-# --- step 2: files ------------------------------------------------------------------------------
-install_files() {
-    local rel="$PREFIX/releases/$RELEASE" why old="" detail="already installed"
-    step 2 "installing files"
+# --- the log ------------------------------------------------------------------------------------
+open_log() {
+    [ -z "$LOG_FILE" ] || return 0
     ensure "$EX_PREFIX" mkdir -p "$PREFIX/releases" "$PREFIX/etc" "$PREFIX/log"
     ensure "$EX_PREFIX" chmod 0700 "$PREFIX/etc"
     LOG_FILE="$PREFIX/log/install.log"
@@ -387,40 +544,41 @@ install_files() {
         cat "$WORK_DIR/log.buf" >>"$LOG_FILE" 2>/dev/null || err "$EX_PREFIX" "cannot write $LOG_FILE"
         rm -f "$WORK_DIR/log.buf"
     fi
-    log "installing release $RELEASE from $BUNDLE_DIR into $PREFIX (user $(id -un))"
-
-    if [ -d "$rel" ] && cmp -s "$rel/SHA256SUMS" "$BUNDLE_DIR/SHA256SUMS" && verify_tree "$rel" >/dev/null; then
-        : # the same release, intact: nothing to copy
-    else
-        detail="copied"
-        STAGE_DIR=$(mktemp -d "$PREFIX/releases/.stage-$RELEASE.XXXXXX") \
-            || err "$EX_PREFIX" "cannot create a staging directory in $PREFIX/releases"
-        if ! cp -a "$BUNDLE_DIR/." "$STAGE_DIR/" 2>"$WORK_DIR/cp.err"; then
-            err "$EX_PREFIX" "copying the release failed ($(head -n 1 "$WORK_DIR/cp.err")); nothing was installed"
-        fi
-        if ! why=$(verify_tree "$STAGE_DIR"); then
-            err "$EX_INTEGRITY" "the copied release fails its checksums ($why); nothing was installed"
-        fi
-        ensure "$EX_PREFIX" chmod 0755 "$STAGE_DIR"
-        if [ -e "$rel" ]; then  # a damaged copy of the same release: replace it whole
-            old=$(mktemp -d "$PREFIX/releases/.old-$RELEASE.XXXXXX") || err "$EX_PREFIX" "cannot stage the old copy"
-            ensure "$EX_PREFIX" mv -T "$rel" "$old/tree"
-            detail="replaced a damaged copy"
-        fi
-        ensure "$EX_PREFIX" mv -T "$STAGE_DIR" "$rel"
-        STAGE_DIR=""
-        [ -n "$old" ] && rm -rf "$old"
-    fi
-
-    if [ "$(readlink "$PREFIX/current" 2>/dev/null)" != "releases/$RELEASE" ]; then
-        ensure "$EX_PREFIX" ln -sfn "releases/$RELEASE" "$PREFIX/.current.tmp"
-        ensure "$EX_PREFIX" mv -T "$PREFIX/.current.tmp" "$PREFIX/current"
-        detail="$detail, current -> $RELEASE"
-    fi
-    step_ok "$detail"
 }
 
-# --- step 3: database ---------------------------------------------------------------------------
+# --- step 4: staging files ----------------------------------------------------------------------
+# installed_intact: PREFIX/releases/<release> is this very build, intact (computed once).
+installed_intact() {
+    local rel="$PREFIX/releases/$RELEASE"
+    if [ -z "$INSTALLED_INTACT" ]; then
+        INSTALLED_INTACT=no
+        if [ -d "$rel" ] && cmp -s "$rel/SHA256SUMS" "$BUNDLE_DIR/SHA256SUMS" && verify_tree "$rel" >/dev/null; then
+            INSTALLED_INTACT=yes
+        fi
+    fi
+    [ "$INSTALLED_INTACT" = yes ]
+}
+
+stage_files() {
+    local why
+    step 4 "staging files"
+    if installed_intact; then
+        step_ok "release $RELEASE already installed"
+        return 0
+    fi
+    STAGE_DIR=$(mktemp -d "$PREFIX/releases/.stage-$RELEASE.XXXXXX") \
+        || err "$EX_PREFIX" "cannot create a staging directory in $PREFIX/releases"
+    if ! cp -a "$BUNDLE_DIR/." "$STAGE_DIR/" 2>"$WORK_DIR/cp.err"; then
+        err "$EX_PREFIX" "copying the release failed ($(head -n 1 "$WORK_DIR/cp.err")); nothing was installed"
+    fi
+    if ! why=$(verify_tree "$STAGE_DIR"); then
+        err "$EX_INTEGRITY" "the copied release fails its checksums ($why); nothing was installed"
+    fi
+    ensure "$EX_PREFIX" chmod 0755 "$STAGE_DIR"
+    step_ok "copied to $STAGE_DIR"
+}
+
+# --- step 2: database ---------------------------------------------------------------------------
 # write_private FILE: stdin into FILE (mode 0600), unless FILE already holds exactly that.
 write_private() {
     local target="$1" tmp
@@ -439,18 +597,20 @@ write_private() {
 }
 
 setup_database() {
-    step 3 "database"
-    if [ "$DB_KIND" = "external" ]; then
-        if [ -n "$DSN_FILE" ]; then
+    step 2 "database"
+    open_log
+    case "$DB_SOURCE" in
+        file)
             write_private "$PREFIX/etc/db.conf" <"$DSN_FILE"
-            step_ok "existing server from $DSN_FILE"
-        else
+            step_ok "existing server from $DSN_FILE" ;;
+        env)
             printf '%s\n' "$RANSOMEYE_DB_DSN" | write_private "$PREFIX/etc/db.conf"
-            step_ok "existing server from RANSOMEYE_DB_DSN"
-        fi
-        return 0
-    fi
-    embedded_cluster
+            step_ok "existing server from RANSOMEYE_DB_DSN" ;;
+        db.conf)
+            step_ok "existing server from $PREFIX/etc/db.conf" ;;
+        *)
+            embedded_cluster ;;
+    esac
 }
 
 embedded_cluster() {
@@ -459,6 +619,7 @@ embedded_cluster() {
     owner=$(pg_os_user)
 
     if [ ! -f "$pgdata/PG_VERSION" ]; then
+        [ "$MODE" = install ] || err "$EX_INTERNAL" "$pgdata holds no PostgreSQL cluster, so there is no database to roll back"
         if [ -d "$pgdata" ] && [ -n "$(ls -A "$pgdata" 2>/dev/null)" ]; then
             err "$EX_INTERNAL" "$pgdata exists but is not a PostgreSQL cluster; move it away and run again"
         fi
@@ -515,6 +676,7 @@ EOF
         2>"$WORK_DIR/psql.err") \
         || err "$EX_CONNECT" "cannot connect to the embedded PostgreSQL: $(head -n 1 "$WORK_DIR/psql.err")"
     if [ "$exists" != "1" ]; then
+        [ "$MODE" = install ] || err "$EX_INTERNAL" "the embedded cluster has no database $DB_NAME, so there is nothing to roll back"
         PGHOST="$run" PGPORT="$PG_PORT" PGUSER="$DB_USER" PGPASSWORD="$password" PGDATABASE=postgres \
             "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB_NAME" >/dev/null 2>"$WORK_DIR/psql.err" \
             || err "$EX_CONNECT" "cannot create database $DB_NAME: $(head -n 1 "$WORK_DIR/psql.err")"
@@ -524,87 +686,306 @@ EOF
     step_ok "embedded, $detail"
 }
 
-# --- step 4: migrations -------------------------------------------------------------------------
-runner_bin() {
-    printf '%s' "$PREFIX/current/bin/$RUNNER_NAME"
+# --- running the runner -------------------------------------------------------------------------
+# common_args: connection and timeouts for every runner call.
+common_args() {
+    RARGS=(--dsn-file "$PREFIX/etc/db.conf")
+    [ -n "$CONNECT_RETRIES" ] && RARGS+=(--connect-retries "$CONNECT_RETRIES")
+    return 0
 }
 
-migrations_dir() {
-    printf '%s' "$PREFIX/current/schemas/migrations"
-}
-
-report_child_failure() {  # report_child_failure STDERR_FILE CODE WHAT
-    local errfile="$1" code="$2" what="$3" reason hint
-    reason=$(grep -m1 '^error: ' "$errfile" | sed 's/^error: //')
-    [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]*$' "$errfile" | tail -n 1)
-    [ -n "$reason" ] || reason="exit code $code"
-    hint=$(grep -m1 '^hint: ' "$errfile")
-    err "$code" "$what (exit $code): $reason" "$hint"
-}
-
-apply_migrations() {
-    local bin mig rc applied
-    local -a args
-    bin=$(runner_bin)
-    mig=$(migrations_dir)
-    step 4 "applying migrations"
-    # Exactly this release's schema version: a bundle may carry newer migrations than its release.
-    args=(upgrade --migrations-dir "$mig" --dsn-file "$PREFIX/etc/db.conf" --to "$RELEASE" --json)
-    runner_accepts "$bin" upgrade --atomic && args+=(--atomic)
-    [ -n "$LOCK_TIMEOUT" ] && args+=(--lock-timeout "$LOCK_TIMEOUT")
-    [ -n "$CONNECT_RETRIES" ] && args+=(--connect-retries "$CONNECT_RETRIES")
-    log "running: $RUNNER_NAME ${args[*]}"
-    run_child "$WORK_DIR/upgrade.json" "$WORK_DIR/upgrade.err" "$bin" "${args[@]}"
+# runner DIR NAME VERB ARGS...: DIR's binary with DIR's migrations; output in WORK_DIR/NAME.{out,err}.
+runner() {
+    local dir="$1" name="$2" verb="$3" rc
+    shift 3
+    common_args
+    [ -n "$LOCK_TIMEOUT" ] && [ "$verb" != check ] && RARGS+=(--lock-timeout "$LOCK_TIMEOUT")
+    log "running: ${dir#"$PREFIX"/}/bin/$RUNNER_NAME $verb $* --migrations-dir …/schemas/migrations ${RARGS[*]}"
+    run_child "$WORK_DIR/$name.out" "$WORK_DIR/$name.err" \
+        "$dir/bin/$RUNNER_NAME" "$verb" --migrations-dir "$dir/schemas/migrations" "${RARGS[@]}" "$@"
     rc=$?
-    cat "$WORK_DIR/upgrade.err" >>"$LOG_FILE" 2>/dev/null
-    if [ "$rc" -ne 0 ]; then
-        report_child_failure "$WORK_DIR/upgrade.err" "$rc" "applying migrations failed"
+    [ -s "$WORK_DIR/$name.err" ] && sed 's/^/  /' "$WORK_DIR/$name.err" >>"$LOG_FILE" 2>/dev/null
+    return "$rc"
+}
+
+# child_reason NAME CODE: the runner's one-line reason (its "error:" line), for a message.
+child_reason() {
+    local reason
+    reason=$(grep -m1 '^error: ' "$WORK_DIR/$1.err" 2>/dev/null | sed 's/^error: //')
+    [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]*$' "$WORK_DIR/$1.err" 2>/dev/null | tail -n 1)
+    reason=${reason:-exit code $2}
+    printf '%s' "${reason%.}"
+}
+
+child_hint() {
+    grep -m1 '^hint: ' "$WORK_DIR/$1.err" 2>/dev/null
+}
+
+report_child_failure() {  # report_child_failure NAME CODE WHAT: pass the runner's code on
+    local name="$1" code="$2" what="$3"
+    err "$code" "$what (exit $code): $(child_reason "$name" "$code")" "$(child_hint "$name")"
+}
+
+# read_db_version DIR: the database's schema version, read with DIR's runner, into DB_NOW ('base'
+# for an empty database, 'unknown' when it cannot be read); returns the runner's exit code.
+read_db_version() {
+    DB_NOW=unknown
+    runner "$1" status status --json || return $?
+    DB_NOW=$(json_str schema_version "$WORK_DIR/status.out")
+    DB_NOW=${DB_NOW:-base}
+}
+
+# check_release DIR RELEASE NAME: Core's check of DIR's release.
+check_release() {
+    local dir="$1" rel="$2"
+    local -a extra=()
+    runner_accepts "$dir/bin/$RUNNER_NAME" check --expect-release && extra=(--expect-release "$rel")
+    runner "$dir" "$3" check "${extra[@]}"
+    local rc=$?
+    [ -s "$WORK_DIR/$3.out" ] && sed 's/^/  /' "$WORK_DIR/$3.out" >>"$LOG_FILE" 2>/dev/null
+    return "$rc"
+}
+
+# --- step 3: database version -------------------------------------------------------------------
+# Read with this release's binary where it is (the installed copy when it is this very build, else
+# the bundle), so a refusal leaves the prefix exactly as it was. A bundle on a noexec mount cannot
+# run there (126/127): then the check runs from the staged copy, before it is installed (step 5).
+check_db_version() {
+    local dir="$BUNDLE_DIR" rc
+    step 3 "database version"
+    installed_intact && dir="$PREFIX/releases/$RELEASE"
+    runner "$dir" status status --json
+    rc=$?
+    if [ "$rc" -eq 126 ] || [ "$rc" -eq 127 ]; then
+        VERSION_DEFERRED=yes
+        step_ok "deferred: $dir/bin/$RUNNER_NAME cannot run there (exit $rc, a noexec mount?); checked from the staged copy"
+        return 0
     fi
-    SCHEMA_VERSION=$(sed -n 's/^  "version_after": "\([0-9_]*\)".*/\1/p' "$WORK_DIR/upgrade.json" | head -n 1)
+    judge_db_version "$rc"
+    step_ok "$VERSION_DETAIL"
+}
+
+# judge_db_version RC: refuse a database this release cannot upgrade (14, 13), or set
+# DB_VERSION_BEFORE and VERSION_DETAIL.
+judge_db_version() {
+    local rc="$1" unknown changed v rel
+    if [ "$rc" -eq 126 ] || [ "$rc" -eq 127 ]; then
+        err "$EX_PREREQUISITE" "this release's $RUNNER_NAME cannot run on this host (exit $rc: $(child_reason status "$rc")); nothing was changed" \
+            "It needs glibc $(buildinfo glibc_floor) or newer and a filesystem mounted with exec."
+    fi
+    [ "$rc" -eq 0 ] || report_child_failure status "$rc" "reading the database's schema version failed; nothing was changed"
+    v=$(json_str schema_version "$WORK_DIR/status.out")
+    unknown=$(json_versions unknown "$WORK_DIR/status.out" | tr '\n' ' ' | sed 's/ $//')
+    changed=$(json_versions changed "$WORK_DIR/status.out" | tr '\n' ' ' | sed 's/ $//')
+    if [ -n "$unknown" ] || { [ -n "$v" ] && [[ "$v" > "$TARGET_VERSION" ]]; }; then
+        err "$EX_VERSION_CONFLICT" "the database is at schema version $v, newer than release $RELEASE (schema $TARGET_VERSION)${unknown:+; release $RELEASE does not ship $unknown}. Nothing was changed: no files switched, the receipt and the database are as they were." \
+            "Use the installer of the release the database is at, or return to an older release with install.sh --rollback."
+    fi
+    if [ -n "$changed" ]; then
+        err "$EX_INTEGRITY" "applied migration(s) $changed differ from release $RELEASE's files; nothing was changed" \
+            "Run '$RUNNER_NAME verify' with the release that applied them to see what changed."
+    fi
+    DB_VERSION_BEFORE=${v:-base}
+    if [ -n "$PREV_RELEASE" ] && [ "$DB_VERSION_BEFORE" != "$PREV_VERSION" ]; then
+        log "note: the database is at $DB_VERSION_BEFORE, not at release $PREV_RELEASE's $PREV_VERSION"
+    fi
+    rel=$(json_str release "$WORK_DIR/status.out")
+    if [ -z "$v" ]; then
+        VERSION_DETAIL="new database, will be created at release $RELEASE"
+    elif [ "$v" = "$TARGET_VERSION" ]; then
+        VERSION_DETAIL="already at release $RELEASE (schema $v)"
+    else
+        VERSION_DETAIL="at schema $v${rel:+, release $rel}; upgrading to $RELEASE, schema $TARGET_VERSION"
+    fi
+}
+
+# --- step 5: installing files -------------------------------------------------------------------
+install_files() {
+    local rel="$PREFIX/releases/$RELEASE" old="" detail
+    step 5 "installing files"
+    if [ -z "$STAGE_DIR" ]; then
+        step_ok "releases/$RELEASE already installed${PREV_RELEASE:+; current still -> $PREV_RELEASE}"
+        return 0
+    fi
+    detail="releases/$RELEASE"
+    if [ "$VERSION_DEFERRED" = yes ]; then
+        runner "$STAGE_DIR" status status --json
+        judge_db_version $?
+        detail="$detail, database $VERSION_DETAIL"
+    fi
+    if [ -e "$rel" ]; then  # a damaged copy of the same release, or another build of it: replace it whole
+        old=$(mktemp -d "$PREFIX/releases/.old-$RELEASE.XXXXXX") || err "$EX_PREFIX" "cannot stage the old copy"
+        ensure "$EX_PREFIX" mv -T "$rel" "$old/tree"
+        detail="$detail, replaced a damaged or different copy"
+    fi
+    ensure "$EX_PREFIX" mv -T "$STAGE_DIR" "$rel"
+    STAGE_DIR=""
+    [ -n "$old" ] && rm -rf "$old"
+    step_ok "$detail${PREV_RELEASE:+, beside releases/$PREV_RELEASE; current still -> $PREV_RELEASE}"
+}
+
+# --- step 6: migrations -------------------------------------------------------------------------
+apply_migrations() {
+    local dir="$PREFIX/releases/$RELEASE" rc applied
+    local -a args
+    step 6 "applying migrations"
+    # Exactly this release's schema version: a bundle may carry newer migrations than its release.
+    args=(--to "$RELEASE" --json)
+    if runner_accepts "$dir/bin/$RUNNER_NAME" upgrade --atomic; then
+        if [ "$ATOMIC" = yes ]; then args+=(--atomic); else args+=(--no-atomic); fi
+    fi
+    runner "$dir" upgrade upgrade "${args[@]}"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        upgrade_failed "$rc" "applying migrations failed (exit $rc): $(child_reason upgrade "$rc")" upgrade
+    fi
+    log_steps "$WORK_DIR/upgrade.out"
+    SCHEMA_VERSION=$(json_str version_after "$WORK_DIR/upgrade.out")
     SCHEMA_VERSION=${SCHEMA_VERSION:-base}
-    applied=$(grep -c '"status": "succeeded"' "$WORK_DIR/upgrade.json")
-    log "schema at $SCHEMA_VERSION, $applied migration(s) applied"
+    applied=$(grep -c '"status": "succeeded"' "$WORK_DIR/upgrade.out")
     if [ "$applied" -eq 0 ]; then
         step_ok "nothing to do, schema $SCHEMA_VERSION"
     else
-        step_ok "$applied applied, schema $SCHEMA_VERSION"
+        step_ok "$applied applied $(grep -q '"mode": "atomic"' "$WORK_DIR/upgrade.out" && echo "in one transaction" || echo "one transaction each"); schema $SCHEMA_VERSION, release $RELEASE"
     fi
 }
 
-# --- step 5: Core's check -----------------------------------------------------------------------
+# upgrade_failed CODE REASON NAME: after step 6 or 7 failed. Over an installed release the previous
+# release is restored (exit 22/23) when the database may have moved; otherwise the code passes on.
+upgrade_failed() {
+    local code="$1" reason="$2" name="$3"
+    step_failed
+    case "$code" in 130|143) err "$code" "$reason$(state_note)" ;; esac
+    if [ -z "$PREV_RELEASE" ]; then
+        err "$code" "$reason" "$(child_hint "$name")"
+    fi
+    if [ "$name" = upgrade ] && [ "$code" != "$EX_MIGRATION_FAILED" ] && [ "$code" != "$EX_SCHEMA_DRIFT" ]; then
+        # Refused before it started (lock, checksums, …)? Then nothing needs undoing.
+        read_db_version "$PREFIX/releases/$RELEASE"
+        if [ "$DB_NOW" = "$DB_VERSION_BEFORE" ]; then
+            err "$code" "$reason; nothing was changed: the database is still at $DB_NOW and $PREFIX/current -> releases/$PREV_RELEASE" \
+                "$(child_hint "$name")"
+        fi
+        if [ "$DB_NOW" = unknown ] && [ "$code" = "$EX_CONNECT" ]; then
+            err "$code" "$reason; $PREFIX/current -> releases/$PREV_RELEASE (unchanged). Run the installer again when the server is reachable: it finds the database where this run left it" \
+                "$(child_hint "$name")"
+        fi
+    fi
+    restore_previous "$reason"
+}
+
+# --- step 7: Core's check -----------------------------------------------------------------------
 check_schema() {
-    local bin rc
-    local -a args
-    bin=$(runner_bin)
-    step 5 "checking the schema"
-    args=(check --migrations-dir "$(migrations_dir)" --dsn-file "$PREFIX/etc/db.conf")
-    [ -n "$CONNECT_RETRIES" ] && args+=(--connect-retries "$CONNECT_RETRIES")
-    run_child "$WORK_DIR/check.out" "$WORK_DIR/check.err" "$bin" "${args[@]}"
+    local rc
+    step 7 "checking the schema"
+    check_release "$PREFIX/releases/$RELEASE" "$RELEASE" check
     rc=$?
-    cat "$WORK_DIR/check.out" "$WORK_DIR/check.err" >>"$LOG_FILE" 2>/dev/null
     if [ "$rc" -ne 0 ]; then
-        report_child_failure "$WORK_DIR/check.err" "$rc" "Core's schema check failed"
+        upgrade_failed "$rc" "Core's check of release $RELEASE failed after the upgrade (exit $rc): $(child_reason check "$rc")" check
     fi
-    step_ok
+    step_ok "release $RELEASE, schema $SCHEMA_VERSION"
 }
 
-# --- step 6: receipt ----------------------------------------------------------------------------
+# --- the automatic return to the previous release -----------------------------------------------
+# restore_previous REASON: revert with the NEW release's downs (unless the database never moved),
+# keep `current` on the previous release, run the previous release's check; exit 22, or 23.
+restore_previous() {
+    local why="$1" new="$PREFIX/releases/$RELEASE" prev="$PREFIX/releases/$PREV_RELEASE" rc reverted
+    say "upgrade to $RELEASE failed: $why"
+    say "restoring release $PREV_RELEASE (schema $PREV_VERSION)"
+
+    rstep 1 "reverting migrations"
+    if ! read_db_version "$new"; then
+        restore_failed "cannot read the database's schema version ($(child_reason status 1))" unknown
+    fi
+    if [ "$DB_NOW" = "$PREV_VERSION" ]; then
+        if [ "$ATOMIC" = yes ]; then
+            step_ok "nothing to revert: the atomic upgrade committed nothing, schema $DB_NOW"
+        else
+            step_ok "nothing to revert: schema $DB_NOW"
+        fi
+    else
+        runner "$new" downgrade downgrade --to "$PREV_VERSION" --json
+        rc=$?
+        if [ "$rc" -ne 0 ]; then
+            local why_down
+            why_down="the down migrations of release $RELEASE failed (exit $rc): $(child_reason downgrade "$rc")"
+            read_db_version "$new"
+            restore_failed "$why_down" "$DB_NOW" downgrade
+        fi
+        log_steps "$WORK_DIR/downgrade.out"
+        reverted=$(grep -c '"status": "succeeded"' "$WORK_DIR/downgrade.out")
+        step_ok "$reverted down migration(s) of release $RELEASE, schema $PREV_VERSION"
+    fi
+
+    rstep 2 "switching files"
+    if [ "$(readlink "$PREFIX/current" 2>/dev/null)" = "releases/$PREV_RELEASE" ]; then
+        step_ok "current -> $PREV_RELEASE (never switched)"
+    else
+        switch_link current "releases/$PREV_RELEASE" \
+            || restore_failed "cannot point $PREFIX/current at releases/$PREV_RELEASE" "$PREV_VERSION"
+        step_ok "current -> $PREV_RELEASE"
+    fi
+
+    rstep 3 "checking the schema"
+    check_release "$prev" "$PREV_RELEASE" prevcheck
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        restore_failed "Core's check of release $PREV_RELEASE failed (exit $rc): $(child_reason prevcheck "$rc")" "$PREV_VERSION" prevcheck
+    fi
+    step_ok "release $PREV_RELEASE, schema $PREV_VERSION"
+    log "$(audit_hint)"
+    err "$EX_RESTORED" "upgrade to $RELEASE failed, previous release $PREV_RELEASE restored (database at $PREV_VERSION, $PREFIX/current -> releases/$PREV_RELEASE, Core's check passes). Cause: $why" \
+        "Log: $LOG_FILE; $(audit_hint). releases/$RELEASE stays on disk; fix the cause and run the installer of $RELEASE again."
+}
+
+# restore_failed REASON DB_VERSION [RUNNER-NAME]: leave `current` on the release that can finish
+# the job, say so (with the runner's hint), exit 23.
+restore_failed() {
+    local why="$1" now="$2" what at hint
+    hint=$(child_hint "${3:-none}" | sed 's/^hint: //')
+    step_failed
+    at="at schema $now"
+    [ "$now" = unknown ] && at="at a schema version that could not be read"
+    if [ "$now" = "$PREV_VERSION" ]; then
+        # The database is back at the previous release; its files or its check are the problem.
+        ignore switch_link current "releases/$PREV_RELEASE"
+        what="The database is at release $PREV_RELEASE's schema $now and $PREFIX/current -> releases/$PREV_RELEASE, but Core will not start. Reinstall release $PREV_RELEASE with its own bundle (install.sh --prefix $PREFIX), or restore the database from the backup taken before the upgrade."
+    else
+        # The database is (partly) at the new release: `current` names the release whose down
+        # migrations can finish the way back, and `previous` the release to return to.
+        ignore switch_link previous "releases/$PREV_RELEASE"
+        ignore switch_link current "releases/$RELEASE"
+        what="The database is $at (not release $PREV_RELEASE's $PREV_VERSION); $PREFIX/current -> releases/$RELEASE, $PREFIX/previous -> releases/$PREV_RELEASE; Core will not start. Fix the cause, then run '$PREFIX/current/install.sh --prefix $PREFIX --rollback' to finish returning to $PREV_RELEASE, or restore the database from the backup taken before the upgrade."
+    fi
+    log "$(audit_hint)"
+    err "$EX_RESTORE_FAILED" "upgrade to $RELEASE failed and restoring release $PREV_RELEASE failed too: $why. $what" \
+        "${hint:+$hint }Log: $LOG_FILE; $(audit_hint)."
+}
+
+# switch_link NAME TARGET: PREFIX/NAME -> TARGET, atomically (ln -sfn + mv -T).
+switch_link() {
+    ln -sfn "$2" "$PREFIX/.$1.tmp" && mv -T "$PREFIX/.$1.tmp" "$PREFIX/$1"
+}
+
+# --- step 8: switching releases, receipt --------------------------------------------------------
 write_receipt() {
-    local receipt="$PREFIX/receipt.json" new="$WORK_DIR/receipt.json" tmp
-    step 6 "receipt"
+    local receipt="$PREFIX/receipt.json" new="$WORK_DIR/receipt.json" tmp rolled=""
+    [ "$MODE" = rollback ] && rolled=$(printf '\n  "rolled_back_from": "%s",' "$FROM_RELEASE")
     cat >"$new" <<EOF
 {
   "release": "$RELEASE",
   "schema_version": "$SCHEMA_VERSION",
+  "previous_release": "$(linked_release previous)",$rolled
   "db": "$DB_KIND",
   "prefix": "$PREFIX",
-  "git_commit": "$(buildinfo git_commit)",
+  "git_commit": "$(sed -n 's/^git_commit=//p' "$PREFIX/releases/$RELEASE/BUILDINFO" | head -n 1)",
   "installed_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 }
 EOF
     # Same release, schema and database as recorded: keep the old receipt (and its time).
     if [ -f "$receipt" ] && cmp -s <(grep -v '"installed_at"' "$receipt") <(grep -v '"installed_at"' "$new"); then
-        step_ok "unchanged"
+        RECEIPT_DETAIL="receipt unchanged"
         return 0
     fi
     tmp=$(mktemp "$receipt.tmp.XXXXXX") || err "$EX_PREFIX" "cannot write $receipt"
@@ -612,10 +993,153 @@ EOF
         rm -f "$tmp"
         err "$EX_PREFIX" "cannot write $receipt"
     fi
-    step_ok "$receipt"
+    RECEIPT_DETAIL="receipt written"
+}
+
+switch_releases() {
+    local detail=""
+    step 8 "switching releases"
+    if [ -n "$PREV_RELEASE" ]; then
+        switch_link previous "releases/$PREV_RELEASE" || err "$EX_PREFIX" "cannot write $PREFIX/previous"
+        detail="previous -> $PREV_RELEASE, "
+    fi
+    if [ "$(readlink "$PREFIX/current" 2>/dev/null)" != "releases/$RELEASE" ]; then
+        switch_link current "releases/$RELEASE" || err "$EX_PREFIX" "cannot write $PREFIX/current"
+        detail="${detail}current -> $RELEASE"
+    else
+        detail="${detail}current -> $RELEASE (unchanged)"
+    fi
+    write_receipt
+    step_ok "$detail, $RECEIPT_DETAIL"
+}
+
+# --- --rollback ---------------------------------------------------------------------------------
+rollback_preflight() {
+    local why cur prev r
+    step 1 "preflight"
+    preflight_tools
+    [ -d "$PREFIX" ] || err "$EX_USAGE" "nothing is installed in $PREFIX, so there is no release to roll back"
+    cur=$(linked_release current)
+    [ -n "$cur" ] || err "$EX_USAGE" "$PREFIX/current does not name an installed release; nothing to roll back"
+    prev=$(linked_release previous)
+    if [ -z "$prev" ]; then
+        err "$EX_USAGE" "no previous release to return to: $PREFIX/previous does not exist (release $cur was installed fresh, or was already rolled back); nothing was changed"
+    fi
+    [ "$prev" != "$cur" ] || err "$EX_USAGE" "$PREFIX/previous and $PREFIX/current both name release $cur; nothing to roll back"
+    for r in "$cur" "$prev"; do
+        [ -d "$PREFIX/releases/$r" ] || err "$EX_INTEGRITY" "$PREFIX/releases/$r is missing; nothing was changed"
+        if ! why=$(verify_tree "$PREFIX/releases/$r"); then
+            err "$EX_INTEGRITY" "the installed release $r fails its checksums ($why); nothing was changed" \
+                "Reinstall release $r with its own bundle first."
+        fi
+    done
+    FROM_RELEASE=$cur
+    RELEASE=$prev
+    TARGET_VERSION=$(release_version "$PREFIX/releases/$prev" "$prev")
+    [ -n "$TARGET_VERSION" ] || TARGET_VERSION=$(release_version "$PREFIX/releases/$cur" "$prev")
+    [ -n "$TARGET_VERSION" ] || err "$EX_INTEGRITY" "no releases.toml names release $prev's schema version; nothing was changed"
+    preflight_database_source
+    for r in "$PREFIX" "$PREFIX/log" "$PREFIX/etc"; do
+        dir_writable "$r" || err "$EX_PREFIX" "cannot write to $r; nothing was changed"
+    done
+    if [ "$DB_KIND" = embedded ] && [ ! -f "$PREFIX/pgdata/PG_VERSION" ]; then
+        err "$EX_USAGE" "$PREFIX has no embedded database (pgdata) and no record of an existing server; give the database with --db-dsn-file; nothing was changed"
+    fi
+    step_ok "from $FROM_RELEASE back to $RELEASE, schema $TARGET_VERSION; $DB_KIND database"
+}
+
+rollback_migrations() {
+    local cur="$PREFIX/releases/$FROM_RELEASE" rc reverted why before hint
+    step 3 "reverting migrations"
+    read_db_version "$cur"
+    rc=$?
+    [ "$rc" -eq 0 ] || report_child_failure status "$rc" "reading the database's schema version failed; nothing was changed"
+    before=$DB_NOW
+    if [ "$DB_NOW" = "$TARGET_VERSION" ]; then
+        SCHEMA_VERSION=$DB_NOW
+        step_ok "nothing to revert: the database is at release $RELEASE's schema $DB_NOW"
+        return 0
+    fi
+    runner "$cur" downgrade downgrade --to "$TARGET_VERSION" --json
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        why="$(child_reason downgrade "$rc")"
+        read_db_version "$cur"
+        if [ "$DB_NOW" = "$before" ] && [ "$rc" != "$EX_MIGRATION_FAILED" ]; then
+            # refused before it started (lock, connection, version conflict): nothing to repair
+            err "$rc" "rollback from $FROM_RELEASE to $RELEASE refused (exit $rc): $why; nothing was changed: the database is still at $before and $PREFIX/current -> releases/$FROM_RELEASE" \
+                "$(child_hint downgrade)"
+        fi
+        local core="neither Core $FROM_RELEASE nor $RELEASE will start on it"
+        [ "$DB_NOW" = "$(release_version "$cur" "$FROM_RELEASE")" ] && core="that is release $FROM_RELEASE's, so Core $FROM_RELEASE can still start"
+        hint=$(child_hint downgrade | sed 's/^hint: //')
+        log "$(audit_hint)"
+        err "$EX_RESTORE_FAILED" "rollback from $FROM_RELEASE to $RELEASE failed: the down migrations of release $FROM_RELEASE failed (exit $rc): $why. The database is at schema $DB_NOW; $PREFIX/current -> releases/$FROM_RELEASE (unchanged); $core. Fix the cause and run '$PREFIX/current/install.sh --prefix $PREFIX --rollback' again, or restore the database from backup." \
+            "${hint:+$hint }Log: $LOG_FILE; $(audit_hint)."
+    fi
+    log_steps "$WORK_DIR/downgrade.out"
+    reverted=$(grep -c '"status": "succeeded"' "$WORK_DIR/downgrade.out")
+    SCHEMA_VERSION=$TARGET_VERSION
+    step_ok "$reverted down migration(s) of release $FROM_RELEASE; schema $TARGET_VERSION, release $RELEASE"
+}
+
+rollback_switch() {
+    step 4 "switching files"
+    switch_link current "releases/$RELEASE" || err "$EX_RESTORE_FAILED" "the database is at release $RELEASE's schema $TARGET_VERSION but $PREFIX/current cannot be pointed at releases/$RELEASE; do it by hand: ln -sfn releases/$RELEASE $PREFIX/current"
+    rm -f "$PREFIX/previous"
+    step_ok "current -> $RELEASE, previous removed; releases/$FROM_RELEASE stays on disk"
+}
+
+rollback_check() {
+    local rc
+    step 5 "checking the schema"
+    check_release "$PREFIX/releases/$RELEASE" "$RELEASE" check
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        log "$(audit_hint)"
+        err "$EX_RESTORE_FAILED" "rollback to $RELEASE: Core's check of release $RELEASE failed (exit $rc): $(child_reason check "$rc"). The database is at schema $TARGET_VERSION and $PREFIX/current -> releases/$RELEASE, but Core will not start. Reinstall release $RELEASE with its own bundle, or restore the database from backup." \
+            "Log: $LOG_FILE; $(audit_hint)."
+    fi
+    step_ok "release $RELEASE, schema $TARGET_VERSION"
+}
+
+rollback_receipt() {
+    step 6 "receipt"
+    write_receipt
+    step_ok "$RECEIPT_DETAIL"
 }
 
 # --- main ---------------------------------------------------------------------------------------
+main_install() {
+    preflight
+    confirm
+    setup_database
+    check_db_version
+    stage_files
+    install_files
+    apply_migrations
+    check_schema
+    switch_releases
+    log "$(audit_hint)"
+    if [ -n "$PREV_RELEASE" ]; then
+        say "RansomEye Core upgraded from $PREV_RELEASE to $RELEASE in $PREFIX (schema $SCHEMA_VERSION, $DB_KIND database); install.sh --rollback returns to $PREV_RELEASE"
+    else
+        say "RansomEye Core $RELEASE is installed in $PREFIX (schema $SCHEMA_VERSION, $DB_KIND database)"
+    fi
+}
+
+main_rollback() {
+    rollback_preflight
+    confirm
+    setup_database
+    rollback_migrations
+    rollback_switch
+    rollback_check
+    rollback_receipt
+    log "$(audit_hint)"
+    say "RansomEye Core in $PREFIX is back at release $RELEASE (schema $TARGET_VERSION, $DB_KIND database); releases/$FROM_RELEASE stays on disk"
+}
+
 main() {
     BUNDLE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
     [ -f "$BUNDLE_DIR/BUILDINFO" ] && RELEASE=$(buildinfo release)
@@ -625,15 +1149,8 @@ main() {
     trap cleanup EXIT
     trap 'on_signal INT' INT
     trap 'on_signal TERM' TERM
-
-    preflight
-    confirm
-    install_files
-    setup_database
-    apply_migrations
-    check_schema
-    write_receipt
-    say "RansomEye Core $RELEASE is installed in $PREFIX (schema $SCHEMA_VERSION, $DB_KIND database)"
+    log "=== $([ "$MODE" = rollback ] && echo "rollback" || echo "install/upgrade") in $PREFIX by $(id -un), with $BUNDLE_DIR/install.sh"
+    if [ "$MODE" = rollback ]; then main_rollback; else main_install; fi
 }
 
 [ "_${RANSOMEYE_INSTALLER_ENV:-}" = "_testing" ] || main "$@" || exit 1

@@ -34,7 +34,7 @@ teardown() {
     db=$(new_db)
     write_dsn_file "$BATS_TEST_TMPDIR/dsn" "$db"
     run -13 "$b/install.sh" --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
-    assert_output --partial "[1/6] preflight … failed"
+    assert_output --partial "[1/8] preflight … failed"
     assert_output --partial "fails its checksums"
     assert_output --partial "schemas/migrations/migration_"
     [ ! -e "$PREFIX" ]
@@ -54,8 +54,10 @@ teardown() {
     mkdir -p "$BATS_TEST_TMPDIR/nosock"
     (umask 077 && printf 'host=%s port=5999 user=postgres dbname=x\n' "$BATS_TEST_TMPDIR/nosock" >"$BATS_TEST_TMPDIR/dsn")
     run -10 installer --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
-    assert_output --partial "[4/6] applying migrations … failed"
+    assert_output --partial "[3/8] database version … failed"
     assert_output --partial "cannot connect"
+    [ ! -e "$PREFIX/releases/$RELEASE" ]
+    [ ! -e "$PREFIX/current" ]
 }
 
 @test "the migration lock held by another session: exit 11 after --lock-timeout" {
@@ -71,14 +73,31 @@ teardown() {
         sleep 0.1
     done
     run -11 installer --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn" --lock-timeout 1
-    assert_output --partial "[4/6] applying migrations … failed"
+    assert_output --partial "[6/8] applying migrations … failed"
     assert_output --partial "lock"
     # the environment variable works the same way
     run -11 env RANSOMEYE_LOCK_TIMEOUT=0.5 "$BUNDLE/install.sh" --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
     [ "$(schema_version "$db")" != "$(release_version_of)" ]
 }
 
-@test "a failing migration: exit 12 and the database at the last good version" {
+@test "a failing migration on a fresh install: exit 12, nothing applied, no current release" {
+    local db b="$BATS_TEST_TMPDIR/bundle" last
+    db=$(new_db)
+    write_dsn_file "$BATS_TEST_TMPDIR/dsn" "$db"
+    copy_bundle "$b"
+    last=$(find "$b/schemas/migrations" -name 'migration_*_up.sql' | LC_ALL=C sort | tail -n 1)
+    printf 'SELECT 1/0;\n' >>"$last"
+    reseal_bundle "$b"
+    run -12 "$b/install.sh" --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
+    assert_output --partial "[6/8] applying migrations … failed"
+    assert_output --partial "division by zero"
+    refute_output --partial "[rollback"
+    [ "$(schema_version "$db")" = "" ]
+    [ ! -e "$PREFIX/current" ]
+    [ ! -e "$PREFIX/receipt.json" ]
+}
+
+@test "a failing migration over an installed release: exit 22, the database at the last good version, current unchanged" {
     local db good b="$BATS_TEST_TMPDIR/bundle"
     db=$(new_db)
     write_dsn_file "$BATS_TEST_TMPDIR/dsn" "$db"
@@ -90,11 +109,14 @@ teardown() {
     copy_bundle "$b"
     make_next_release "$b" "$good" $'CREATE TABLE half_done (x int);\nSELECT 1/0;'
 
-    run -12 "$b/install.sh" --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
-    assert_output --partial "[4/6] applying migrations … failed"
+    run -22 "$b/install.sh" --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
+    assert_output --partial "[6/8] applying migrations … failed"
     assert_output --partial "division by zero"
+    assert_output --partial "[rollback 1/3] reverting migrations … ok (nothing to revert"
+    assert_output --partial "previous release $RELEASE restored"
     [ "$(schema_version "$db")" = "$good" ]
     [ "$(psql_db "$db" -c "SELECT to_regclass('half_done') IS NULL")" = t ]
+    [ "$(readlink "$PREFIX/current")" = "releases/$RELEASE" ]
 }
 
 @test "SIGTERM to the installer during a migration: exit 143, rolled back, no process left" {
@@ -117,8 +139,9 @@ teardown() {
     [ "$rc" = 143 ] || fail "exit $rc: $(cat "$BATS_TEST_TMPDIR/out")"
     run -0 cat "$BATS_TEST_TMPDIR/out"
     assert_output --partial "interrupted"
-    run -1 pgrep -f "$PREFIX/current/bin/ransomeye-migrate"
+    run -1 pgrep -f "$PREFIX/releases/.*/bin/ransomeye-migrate"
     [ "$(schema_version "$db")" = "$good" ]
+    [ "$(readlink "$PREFIX/current")" = "releases/$RELEASE" ]
     [ "$(psql_db "$db" -c "SELECT to_regclass('slow_done') IS NULL")" = t ]
 }
 
@@ -130,7 +153,7 @@ teardown() {
     psql_db "$db" -c "INSERT INTO schema_migrations (version, description, checksum, execution_ms, runner_version)
                       VALUES ('20990101_000000', 'from_the_future', repeat('0', 64), 0, '9.9.9')"
     run -14 installer --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
-    assert_output --partial "[4/6] applying migrations … failed"
+    assert_output --partial "[3/8] database version … failed"
     assert_output --partial "20990101_000000"
     [ "$(schema_version "$db")" = 20990101_000000 ]
 }
@@ -138,7 +161,7 @@ teardown() {
 @test "prefix not writable: a file in the way -> 21" {
     touch "$PREFIX"
     run -21 installer --prefix "$PREFIX"
-    assert_output --partial "[1/6] preflight … failed"
+    assert_output --partial "[1/8] preflight … failed"
     assert_output --partial "is not a directory"
 }
 

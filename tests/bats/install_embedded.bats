@@ -22,11 +22,14 @@ teardown() {
 
 @test "fresh install on the embedded default: every path exists, db.conf is 0600, Core's check passes" {
     run -0 installer --prefix "$PREFIX"
-    assert_output --partial "[1/6] preflight … ok"
-    assert_output --partial "[3/6] database … ok (embedded, new cluster"
-    assert_output --partial "[4/6] applying migrations … ok"
-    assert_output --partial "[5/6] checking the schema … ok"
-    assert_output --partial "[6/6] receipt … ok"
+    assert_output --partial "[1/8] preflight … ok"
+    assert_output --partial "[2/8] database … ok (embedded, new cluster"
+    assert_output --partial "[3/8] database version … ok (new database"
+    assert_output --partial "[4/8] staging files … ok (copied to $PREFIX/releases/.stage-$RELEASE."
+    assert_output --partial "[5/8] installing files … ok (releases/$RELEASE)"
+    assert_output --partial "[6/8] applying migrations … ok"
+    assert_output --partial "[7/8] checking the schema … ok"
+    assert_output --partial "[8/8] switching releases … ok (current -> $RELEASE, receipt written)"
 
     [ "$(readlink "$PREFIX/current")" = "releases/$RELEASE" ]
     for p in install.sh installer/core/install.sh bin/ransomeye-migrate schemas/migrations/releases.toml \
@@ -82,10 +85,11 @@ teardown() {
     [ -n "$versions_before" ]
 
     run -0 installer --prefix "$PREFIX"
-    assert_output --partial "[2/6] installing files … ok (already installed)"
-    assert_output --partial "[3/6] database … ok (embedded, reused)"
-    assert_output --partial "[4/6] applying migrations … ok (nothing to do"
-    assert_output --partial "[6/6] receipt … ok (unchanged)"
+    assert_output --partial "[2/8] database … ok (embedded, reused)"
+    assert_output --partial "[3/8] database version … ok (already at release $RELEASE"
+    assert_output --partial "[4/8] staging files … ok (release $RELEASE already installed)"
+    assert_output --partial "[6/8] applying migrations … ok (nothing to do"
+    assert_output --partial "[8/8] switching releases … ok (current -> $RELEASE (unchanged), receipt unchanged)"
 
     [ "$(listing "$PREFIX")" = "$before" ] || fail "the prefix changed: $(diff <(echo "$before") <(listing "$PREFIX"))"
     [ "$(q "SELECT version, checksum, applied_at FROM schema_migrations ORDER BY 1")" = "$versions_before" ]
@@ -97,7 +101,7 @@ teardown() {
     stop_embedded "$PREFIX"
 
     run -0 installer --prefix "$PREFIX"
-    assert_output --partial "replaced a damaged copy"
+    assert_output --partial "replaced a damaged or different copy"
     assert_output --partial "started the existing cluster"
     (cd "$PREFIX/releases/$RELEASE" && sha256sum --quiet -c SHA256SUMS)
     run -0 find "$PREFIX/releases" -mindepth 1 -maxdepth 1 -name '.*'
@@ -109,7 +113,7 @@ teardown() {
     mkdir -p "$BATS_TEST_TMPDIR/nobody"
     chown nobody: "$BATS_TEST_TMPDIR/nobody"
     run -0 runuser -u nobody -- "$BUNDLE/install.sh" --prefix "$BATS_TEST_TMPDIR/nobody/prefix"
-    assert_output --partial "[5/6] checking the schema … ok"
+    assert_output --partial "[7/8] checking the schema … ok"
     [ "$(stat -c %U "$BATS_TEST_TMPDIR/nobody/prefix/pgdata")" = nobody ]
     [ "$(stat -c %U "$BATS_TEST_TMPDIR/nobody/prefix/etc/db.conf")" = nobody ]
     [ "$(ps -o user= -p "$(head -n 1 "$BATS_TEST_TMPDIR/nobody/prefix/pgdata/postmaster.pid")")" = nobody ]

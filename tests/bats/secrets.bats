@@ -49,7 +49,7 @@ assert_no_secret_anywhere() {
     start_ps_sampler
     PGPASSWORD="$PASSWORD" run -0 installer --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
     kill "$PS_PID"; wait "$PS_PID" 2>/dev/null || true; PS_PID=""
-    assert_output --partial "[5/6] checking the schema … ok"
+    assert_output --partial "[7/8] checking the schema … ok"
     assert_no_secret_anywhere
     run -1 grep -q -- "$PASSWORD" "$PREFIX/etc/db.conf"
     grep -q 'ransomeye-migrate' "$BATS_TEST_TMPDIR/ps.log"

@@ -191,3 +191,94 @@ installer() {
 listing() {
     (cd "$1" && find . -path ./pgdata -prune -o -path ./log -prune -o -printf '%p %M %s %T@ %l\n' | LC_ALL=C sort)
 }
+
+# --- upgrades: the previous release's bundle, rows in every table, their fingerprints -------------
+
+# extract_prev_bundle (in setup_file): the previous release's bundle (RANSOMEYE_BUNDLE_PREV, built
+# once per run by setup_suite.bash unless given); exports BUNDLE_PREV, PREV_RELEASE.
+extract_prev_bundle() {
+    local tb="${RANSOMEYE_BUNDLE_PREV:-}"
+    if [ -z "$tb" ] || [ ! -f "$tb" ]; then
+        echo "no previous-release bundle: set RANSOMEYE_BUNDLE_PREV (build/build.sh --release-version X.Y.Z)" >&2
+        return 1
+    fi
+    mkdir -p "$BATS_FILE_TMPDIR/prev"
+    tar -xzf "$tb" -C "$BATS_FILE_TMPDIR/prev"
+    BUNDLE_PREV=$(echo "$BATS_FILE_TMPDIR"/prev/ransomeye-core-*)
+    make_reachable "$BUNDLE_PREV"
+    PREV_RELEASE=$(sed -n 's/^release=//p' "$BUNDLE_PREV/BUILDINFO")
+    export BUNDLE_PREV PREV_RELEASE
+}
+
+# release_version_in BUNDLE RELEASE: RELEASE's schema version in BUNDLE's releases.toml.
+release_version_in() {
+    sed -n "s/^\"${2//./\\.}\" *= *\"\(.*\)\"/\1/p" "$1/schemas/migrations/releases.toml"
+}
+
+# newest_up BUNDLE: the bundle's newest up migration file.
+newest_up() {
+    find "$1/schemas/migrations" -name 'migration_*_up.sql' | LC_ALL=C sort | tail -n 1
+}
+
+# psql_embedded PREFIX [psql args...]: a query on an installer's embedded cluster, as its role.
+psql_embedded() {
+    local p="$1" pw
+    shift
+    pw=$(sed -n 's/.*password=\([0-9a-f]*\).*/\1/p' "$p/etc/db.conf")
+    env -i PATH="$PATH" PGPASSWORD="$pw" "$PG_BIN/psql" -X -q -t -A -v ON_ERROR_STOP=1 -h "$p/run" -U ransomeye \
+        -d ransomeye "$@"
+}
+
+# The helpers below talk to the database through `sql` [psql args...], which each test defines
+# (psql_db "$DB" "$@", or psql_embedded "$PREFIX" "$@").
+V1_TABLES="machines agents raw_events process_events file_events detection_rules detections incidents"
+V1_TABLES="$V1_TABLES incident_detections incident_notes policies policy_assignments response_actions"
+
+# load_rows [MACHINES] [EVENTS]: rows in every table of the v1.0.0 schema (fixtures/upgrade/rows.sql).
+load_rows() {
+    sql -v machines="${1:-20}" -v events="${2:-40}" -f "$REPO_ROOT/tests/bats/fixtures/upgrade/rows.sql" >/dev/null
+}
+
+# record_columns FILE: "table col,col,..." of the v1.0.0 tables as they are now, so a later
+# fingerprint reads only these columns (a release may add columns).
+record_columns() {
+    sql -c "SELECT table_name || ' ' || string_agg(quote_ident(column_name), ',' ORDER BY ordinal_position)
+              FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = ANY (string_to_array('$V1_TABLES', ' '))
+             GROUP BY table_name ORDER BY table_name" >"$1"
+}
+
+# rows_fingerprint COLUMNS_FILE: "table rows md5" per table, over the recorded columns.
+rows_fingerprint() {
+    local t cols q=""
+    while read -r t cols; do
+        [ -n "$q" ] && q="$q UNION ALL "
+        q="$q(SELECT '$t' AS t, count(*) AS n, md5(coalesce(string_agg(h, '' ORDER BY h), '')) AS h
+                FROM (SELECT md5(ROW($cols)::text) AS h FROM $t) x)"
+    done <"$1"
+    sql -c "SET TimeZone = 'UTC'" -c "$q ORDER BY 1"
+}
+
+migrations_applied() {  # version,checksum,applied_at of every applied migration
+    sql -c "SELECT version || ',' || checksum || ',' || applied_at FROM schema_migrations ORDER BY version"
+}
+
+db_version() {
+    sql -c "SELECT coalesce(max(version), '') FROM schema_migrations"
+}
+
+audit_count() {  # audit_count DIRECTION [STATUS]
+    local status_is=""
+    [ -n "${2:-}" ] && status_is="AND status = '$2'"
+    sql -c "SELECT count(*) FROM schema_migration_audit WHERE direction = '$1' $status_is"
+}
+
+# migrations_between BUNDLE OLD NEW: how many migrations take OLD to NEW.
+migrations_between() {
+    local n=0 f v
+    for f in "$1"/schemas/migrations/migration_*_up.sql; do
+        v=$(basename "$f" | cut -d_ -f2,3)
+        if [[ "$v" > "$2" ]] && ! [[ "$v" > "$3" ]]; then n=$((n + 1)); fi
+    done
+    printf '%s' "$n"
+}

@@ -14,6 +14,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 say() { printf 'ransomeye-install: %s\n' "$1"; }
 
 if [ -f "$HERE/SHA256SUMS" ] && [ -d "$HERE/bin" ]; then
+    if [ ! -f "$HERE/installer/core/install.sh" ]; then
+        # e.g. unpacked from a tarball cut short in transit
+        printf 'ransomeye-install: error: %s is not a complete release bundle (missing: installer/core/install.sh); nothing was changed\n' "$HERE" >&2
+        printf "ransomeye-install: Was the tarball cut short? 'gzip -t' on it tells; unpack an intact copy.\n" >&2
+        exit 13
+    fi
     exec bash "$HERE/installer/core/install.sh" "$@"
 fi
 

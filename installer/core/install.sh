@@ -6,6 +6,11 @@
 #   install.sh [--prefix DIR] [--db-dsn-file FILE] [--no-atomic] [--lock-timeout SECONDS] [--yes]
 #   install.sh --rollback [--prefix DIR] [--yes]
 #
+# One installer at a time per prefix: every run holds flock(1) on PREFIX/.install.lock from
+# preflight to its exit (a prefix that does not exist yet: a lock file beside it, see lock_prefix);
+# a second run waits up to --lock-timeout, then exits 11 naming the holder's pid. Installers with
+# different prefixes on one database are serialized by the runner's advisory lock instead.
+#
 # Install or upgrade, eight steps, one line each; each fails closed with a one-line reason and the
 # shared exit code (docs/INSTALLER.md; common/db/errors.py):
 #   [1/8] preflight            tools, space, writable prefix, bundle checksums; nothing changes before it passes
@@ -37,6 +42,7 @@ set -u
 EX_INTERNAL=1
 EX_USAGE=2
 EX_CONNECT=10
+EX_LOCK_TIMEOUT=11
 EX_MIGRATION_FAILED=12
 EX_INTEGRITY=13
 EX_VERSION_CONFLICT=14
@@ -50,6 +56,7 @@ STEPS=8
 RUNNER_NAME=ransomeye-migrate
 DB_NAME=ransomeye
 DB_USER=ransomeye
+LOCK_TIMEOUT_DEFAULT=60 # seconds, the same default as the runner's migration lock
 
 # --- settings (flags and environment) ---------------------------------------------------------
 PREFIX=/opt/ransomeye
@@ -80,7 +87,10 @@ VERSION_DEFERRED=no
 VERSION_DETAIL=""
 LOG_FILE=""
 CHILD_PID=""
+CHILD_IS_LOCK=no        # the child is flock(1) waiting for the prefix's lock (told with TERM)
 CUR_STEP=""
+ANCESTOR_LOCK=""        # the lock file held on fd 8 while the prefix did not exist yet
+PREFIX_LOCKED=no        # fd 9 holds PREFIX/.install.lock
 
 usage() {
     cat <<EOF
@@ -101,7 +111,8 @@ usage: install.sh [options]             install, or upgrade the release installe
                           down migrations.
   --rollback              downgrade the database to the previous release with the current
                           release's down migrations, switch PREFIX/current back, run its check
-  --lock-timeout SECONDS  wait this long for another migration run's lock (default: the runner's)
+  --lock-timeout SECONDS  wait this long for another installer on the same prefix, and for
+                          another migration run's lock on the database (each; default: 60)
   -y, --yes               do not ask for confirmation (never asked without a terminal)
   -h, --help              this text
 
@@ -110,12 +121,13 @@ RANSOMEYE_PG_PORT (socket name of the embedded cluster, default 5432), RANSOMEYE
 RANSOMEYE_CONNECT_RETRIES.
 
 exit codes: 0 ok, 1 internal, 2 usage (also: --rollback with no previous release), 10 cannot
-connect, 11 lock timeout, 12 migration failed and rolled back, 13 integrity (bundle checksum or
-changed applied migration), 14 version conflict (e.g. the database is newer than this release;
-nothing changed), 15 invalid migration set, 16 schema drift, 17 read-only database, 20 missing
-prerequisite, 21 prefix not writable or no space, 22 upgrade failed and the previous release was
-restored, 23 upgrade (or rollback) failed and restoring the previous release failed too,
-130/143 interrupted. Log: PREFIX/log/install.log.
+connect, 11 lock timeout (another installer on the prefix, or another migration run on the
+database), 12 migration failed and rolled back, 13 integrity (bundle checksum or changed applied
+migration), 14 version conflict (e.g. the database is newer than this release; nothing changed),
+15 invalid migration set, 16 schema drift, 17 read-only database, 20 missing prerequisite, 21
+prefix not writable or no space, 22 upgrade failed and the previous release was restored, 23
+upgrade (or rollback) failed and restoring the previous release failed too, 130/143 interrupted.
+Log: PREFIX/log/install.log.
 EOF
 }
 
@@ -222,9 +234,16 @@ cleanup() {
 }
 
 on_signal() {
-    local sig="$1" code=130
+    local sig="$1" code=130 note
     [ "$sig" = "TERM" ] && code=143
-    if [ -n "$CHILD_PID" ]; then
+    note=$(state_note)
+    if [ -n "$CHILD_PID" ] && [ "$CHILD_IS_LOCK" = yes ]; then
+        # flock(1) waiting for the prefix: a background child ignores SIGINT, so TERM it either way.
+        ignore kill -TERM "$CHILD_PID"
+        wait "$CHILD_PID"
+        CHILD_PID=""
+        note=" while waiting for another installer on $PREFIX; nothing was changed"
+    elif [ -n "$CHILD_PID" ]; then
         # Let the runner roll its migration back and record the interruption, then pass its code on.
         ignore kill "-$sig" "$CHILD_PID"
         wait "$CHILD_PID"
@@ -232,8 +251,8 @@ on_signal() {
         CHILD_PID=""
     fi
     [ -n "$CUR_STEP" ] && printf 'interrupted\n'
-    printf 'ransomeye-install: interrupted by SIG%s%s\n' "$sig" "$(state_note)" >&2
-    log "interrupted by SIG$sig (exit $code)$(state_note)"
+    printf 'ransomeye-install: interrupted by SIG%s%s\n' "$sig" "$note" >&2
+    log "interrupted by SIG$sig (exit $code)$note"
     exit "$code"
 }
 
@@ -258,13 +277,16 @@ run_child() {
 }
 
 # sha256 check of a bundle tree: every listed file matches, and no file is missing from the list.
+# On failure prints what differs: "changed: FILE …; missing: FILE …" (three of each at most).
 verify_tree() {
-    local dir="$1" listed present bad result rc
+    local dir="$1" listed present bad result rc changed missing
     [ -f "$dir/SHA256SUMS" ] || { printf 'SHA256SUMS is missing'; return 1; }
-    result=$(cd "$dir" && LC_ALL=C sha256sum --strict -c SHA256SUMS 2>&1)
+    result=$(cd "$dir" && LC_ALL=C sha256sum --strict -c SHA256SUMS 2>/dev/null)
     rc=$?
     if [ "$rc" -ne 0 ]; then
-        bad=$(printf '%s\n' "$result" | grep -v ': OK$' | head -n 3 | tr '\n' ';' | sed 's/;$//')
+        changed=$(printf '%s\n' "$result" | sed -n 's/: FAILED$//p' | head -n 3 | tr '\n' ' ' | sed 's/ $//')
+        missing=$(printf '%s\n' "$result" | sed -n 's/: FAILED open or read$//p' | head -n 3 | tr '\n' ' ' | sed 's/ $//')
+        bad="${changed:+changed: $changed}${changed:+${missing:+; }}${missing:+missing: $missing}"
         printf '%s' "${bad:-SHA256SUMS is malformed}"
         return 1
     fi
@@ -296,6 +318,129 @@ dir_writable() {
     [ "${2:-}" = "probe" ] || return 0
     probe=$(mktemp "$d/.ransomeye-probe.XXXXXX" 2>/dev/null) || return 1
     rm -f "$probe"
+}
+
+# --- one installer at a time per prefix -----------------------------------------------------------
+# Runs on the same prefix take turns: each holds flock(1) on PREFIX/.install.lock (fd 9) from
+# preflight until it exits, and the kernel drops the lock with the last process holding the file
+# open, so nothing goes stale (a migration runner still finishing after its installer was killed
+# keeps the prefix until it is done). A prefix that does not exist yet has no lock file: until it
+# exists the lock is a file in its nearest existing ancestor named after it (fd 8, e.g.
+# /opt/.ransomeye.install.lock for /opt/ransomeye). The run that holds it creates the prefix with
+# PREFIX/.install.lock inside already locked (built under a temporary name, then renamed), so a
+# run that finds the prefix a moment later queues behind that same run. The lock file says who
+# holds it, for the one-line reason of a run that gives up waiting (exit 11).
+
+# open_lock FD FILE: open FILE (created 0600) read-write on FD 8 or 9.
+open_lock() {
+    local um rc
+    um=$(umask)
+    umask 077
+    case "$1" in
+        8) exec 8<>"$2" ;;
+        9) exec 9<>"$2" ;;
+    esac 2>/dev/null
+    rc=$?
+    umask "$um"
+    return "$rc"
+}
+
+# lock_holder FD: the holder of the lock open on FD, as it wrote itself into the file.
+lock_holder() {
+    local line="" pid _
+    for _ in 1 2 3 4 5; do  # a holder that has just taken the lock writes itself a moment later
+        line=$(head -n 1 "/proc/$$/fd/$1" 2>/dev/null)
+        [ -z "$line" ] || break
+        sleep 0.1
+    done
+    pid=$(printf '%s' "$line" | sed -n 's/^pid \([0-9][0-9]*\).*/\1/p')
+    if [ -z "$pid" ]; then
+        printf 'holder unknown'
+    elif [ -d "/proc/$pid" ]; then
+        printf '%s' "$line"
+    else
+        printf '%s; it has exited, a process it started (its migration runner?) still holds the lock' "$line"
+    fi
+}
+
+# take_lock FD FILE: flock FILE on FD, waiting up to the lock timeout (the wait noted on the step's
+# line); exit 11 naming the holder when it runs out. flock waits in the background, so a signal
+# reaches on_signal at once.
+take_lock() {
+    local fd="$1" file="$2" timeout="${LOCK_TIMEOUT:-$LOCK_TIMEOUT_DEFAULT}" holder rc
+    open_lock "$fd" "$file" || err "$EX_PREFIX" "cannot create the lock file $file; nothing was changed"
+    if ! flock -n "$fd"; then
+        holder=$(lock_holder "$fd")
+        printf 'waiting up to %s s for another installer (%s) … ' "$timeout" "$holder"
+        log "waiting up to $timeout s for $file, held by another installer ($holder)"
+        CHILD_IS_LOCK=yes
+        flock -w "$timeout" "$fd" &
+        CHILD_PID=$!
+        wait "$CHILD_PID"
+        rc=$?
+        CHILD_PID="" CHILD_IS_LOCK=no
+        if [ "$rc" -ne 0 ]; then
+            holder=$(lock_holder "$fd")
+            err "$EX_LOCK_TIMEOUT" "another installer is working on $PREFIX ($holder); gave up waiting after $timeout s. Nothing was changed." \
+                "Wait for it to finish (its progress: $PREFIX/log/install.log), or raise --lock-timeout."
+        fi
+    fi
+    printf 'pid %s, %s by %s with the %s installer, since %s\n' "$$" "$MODE" "$(id -un)" "${RELEASE:-?}" \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$file" 2>/dev/null || true
+    log "holding $file"
+}
+
+# ancestor_lock: the lock file of a prefix that does not exist yet, in its nearest existing ancestor.
+ancestor_lock() {
+    local anc rel
+    anc=$(existing_ancestor "$PREFIX")
+    anc=${anc%/}
+    rel=${PREFIX#"$anc"/}
+    printf '%s/.%s.install.lock' "$anc" "${rel//\//_}"
+}
+
+# lock_prefix: wait for our turn on the prefix (in preflight, before the prefix's state is read).
+lock_prefix() {
+    local file
+    while [ ! -d "$PREFIX" ]; do
+        file=$(ancestor_lock)
+        # Holding the lock for the nearest ancestor as it is now: the prefix is still missing and
+        # no run can create it behind our back. (A directory on the way appearing while we waited
+        # changes the nearest ancestor: then queue on that one's lock.)
+        [ "$file" = "$ANCESTOR_LOCK" ] && return 0
+        take_lock 8 "$file"
+        ANCESTOR_LOCK=$file
+    done
+    take_lock 9 "$PREFIX/.install.lock"
+    PREFIX_LOCKED=yes
+    # The run before us created the prefix: the file beside it has served its turn.
+    [ -z "$ANCESTOR_LOCK" ] || ignore rm -f "$ANCESTOR_LOCK"
+}
+
+# claim_prefix: create the prefix (and missing parents) in one rename, with its lock file inside
+# already held by this run; a no-op when it exists.
+claim_prefix() {
+    local anc rel top tmp inner
+    [ "$PREFIX_LOCKED" = no ] || return 0
+    [ ! -d "$PREFIX" ] || { take_lock 9 "$PREFIX/.install.lock"; PREFIX_LOCKED=yes; return 0; }
+    anc=$(existing_ancestor "$PREFIX")
+    anc=${anc%/}
+    rel=${PREFIX#"$anc"/}
+    top=${rel%%/*}
+    tmp=$(mktemp -d "$anc/.$top.new.XXXXXX") || err "$EX_PREFIX" "cannot create $PREFIX (in ${anc:-/})"
+    inner=$tmp
+    [ "$rel" = "$top" ] || inner="$tmp/${rel#*/}"
+    if ! chmod "$(printf '%o' $((0777 & ~0$(umask))))" "$tmp" || ! mkdir -p "$inner"; then
+        rm -rf "$tmp"
+        err "$EX_PREFIX" "cannot create $PREFIX"
+    fi
+    take_lock 9 "$inner/.install.lock"
+    if ! mv -T "$tmp" "$anc/$top" 2>"$WORK_DIR/mv.err"; then
+        rm -rf "$tmp"
+        err "$EX_PREFIX" "cannot create $PREFIX: $(head -n 1 "$WORK_DIR/mv.err")"
+    fi
+    PREFIX_LOCKED=yes
+    [ -z "$ANCESTOR_LOCK" ] || ignore rm -f "$ANCESTOR_LOCK"
 }
 
 buildinfo() {
@@ -419,6 +564,7 @@ preflight_tools() {
     for cmd in sha256sum mkdir cp mv ln rm chmod df du date sed grep sort comm find mktemp readlink cmp tr head id dirname awk; do
         need_cmd "$cmd" coreutils
     done
+    need_cmd flock util-linux
 }
 
 # Where the database is: --db-dsn-file, RANSOMEYE_DB_DSN, the installed release's server
@@ -455,18 +601,25 @@ preflight_database_source() {
 
 # --- step 1: preflight --------------------------------------------------------------------------
 preflight() {
-    local anc need_kb avail_kb why opts d mode prev
+    local anc need_kb avail_kb why opts d mode prev p missing
     step 1 "preflight"
     preflight_tools
 
     # the bundle, before anything else is looked at
-    if [ ! -f "$BUNDLE_DIR/BUILDINFO" ] || [ ! -f "$BUNDLE_DIR/SHA256SUMS" ] \
-        || [ ! -f "$BUNDLE_DIR/bin/$RUNNER_NAME" ] || [ ! -d "$BUNDLE_DIR/schemas/migrations" ] \
-        || [ -z "$(find "$BUNDLE_DIR/bin/$RUNNER_NAME" -maxdepth 0 -perm -u+x 2>/dev/null)" ]; then
-        err "$EX_INTEGRITY" "$BUNDLE_DIR is not a complete release bundle (BUILDINFO, SHA256SUMS, bin/$RUNNER_NAME, schemas/migrations); build one with build/build.sh"
+    missing=""
+    for p in BUILDINFO SHA256SUMS "bin/$RUNNER_NAME" schemas/migrations/releases.toml; do
+        [ -f "$BUNDLE_DIR/$p" ] || missing="$missing $p"
+    done
+    if [ -z "$missing" ] && [ -z "$(find "$BUNDLE_DIR/bin/$RUNNER_NAME" -maxdepth 0 -perm -u+x 2>/dev/null)" ]; then
+        missing=" bin/$RUNNER_NAME (not executable)"
+    fi
+    if [ -n "$missing" ]; then
+        err "$EX_INTEGRITY" "$BUNDLE_DIR is not a complete release bundle (missing:$missing); nothing was changed" \
+            "Was the tarball cut short? 'gzip -t' on it tells; unpack an intact copy (or build one with build/build.sh)."
     fi
     if ! why=$(verify_tree "$BUNDLE_DIR"); then
-        err "$EX_INTEGRITY" "the bundle fails its checksums: $why; nothing was changed. Use an intact copy of the release."
+        err "$EX_INTEGRITY" "the bundle fails its checksums ($why); nothing was changed" \
+            "Use an intact copy of the release (a download cut short shows up here too: 'gzip -t' on the tarball tells)."
     fi
     RELEASE=$(buildinfo release)
     printf '%s' "$RELEASE" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$' \
@@ -475,15 +628,20 @@ preflight() {
     [ -n "$TARGET_VERSION" ] \
         || err "$EX_INTEGRITY" "the bundle's schemas/migrations/releases.toml does not name its own release $RELEASE; rebuild it with build/build.sh"
 
-    preflight_database_source
-
-    # the prefix: writable, executable, enough space
+    # the prefix: writable, then our turn on it (another installer on it finishes first), then
+    # everything about what is installed there
     if [ -e "$PREFIX" ] && [ ! -d "$PREFIX" ]; then
         err "$EX_PREFIX" "$PREFIX exists and is not a directory; remove it or choose another --prefix"
     fi
     anc=$(existing_ancestor "$PREFIX")
     if [ "$anc" = "$PREFIX" ]; then mode=""; else mode=probe; fi
     dir_writable "$anc" "$mode" || err "$EX_PREFIX" "cannot write to $anc (read-only, immutable or not ours); nothing was changed. Choose a writable --prefix or fix the permissions."
+    lock_prefix
+    anc=$(existing_ancestor "$PREFIX")
+
+    preflight_database_source
+
+    # executable, enough space
     for d in releases etc log run; do
         if [ -e "$PREFIX/$d" ]; then
             dir_writable "$PREFIX/$d" || err "$EX_PREFIX" "cannot write to $PREFIX/$d; nothing was changed"
@@ -537,6 +695,7 @@ preflight() {
 # --- the log ------------------------------------------------------------------------------------
 open_log() {
     [ -z "$LOG_FILE" ] || return 0
+    claim_prefix
     ensure "$EX_PREFIX" mkdir -p "$PREFIX/releases" "$PREFIX/etc" "$PREFIX/log"
     ensure "$EX_PREFIX" chmod 0700 "$PREFIX/etc"
     LOG_FILE="$PREFIX/log/install.log"
@@ -1019,6 +1178,8 @@ rollback_preflight() {
     step 1 "preflight"
     preflight_tools
     [ -d "$PREFIX" ] || err "$EX_USAGE" "nothing is installed in $PREFIX, so there is no release to roll back"
+    dir_writable "$PREFIX" || err "$EX_PREFIX" "cannot write to $PREFIX; nothing was changed"
+    lock_prefix
     cur=$(linked_release current)
     [ -n "$cur" ] || err "$EX_USAGE" "$PREFIX/current does not name an installed release; nothing to roll back"
     prev=$(linked_release previous)

@@ -98,7 +98,7 @@ slow_migrations() {
     [ "$(psql_db "$db" -c "SELECT count(*) FROM schema_migrations")" = 0 ]
 }
 
-@test "SIGTERM of the shipped binary rolls the migration back and exits 143" {
+@test "SIGTERM of the shipped binary rolls the migration back, records it as interrupted and exits 143" {
     local db dir pid rc=0
     db=$(new_db)
     dir=$(slow_migrations)
@@ -113,6 +113,33 @@ slow_migrations() {
     wait "$pid" || rc=$?
     [ "$rc" = 143 ] || fail "exit $rc: $(cat "$BATS_TEST_TMPDIR/out")"
     [ "$(psql_db "$db" -c "SELECT to_regclass('committed_after_kill') IS NULL")" = t ]
+    [ "$(psql_db "$db" -c "SELECT count(*) FROM schema_migrations")" = 0 ]
+    run -0 psql_db "$db" -c "SELECT version || ' ' || direction || ' ' || status || ' ' || coalesce(error_message, '')
+                               FROM schema_migration_audit ORDER BY id"
+    assert_output "20250101_000000 up interrupted interrupted by SIGTERM"
     run -0 cat "$BATS_TEST_TMPDIR/out"
     assert_output --partial "interrupted by SIGTERM"
+}
+
+@test "SIGINT of the shipped binary rolls the migration back, records it as interrupted and exits 130" {
+    local db dir pid rc=0
+    db=$(new_db)
+    dir=$(slow_migrations)
+    env -i RANSOMEYE_DB_DSN="$(dsn_for "$db")" "$BIN" upgrade --migrations-dir "$dir" \
+        >"$BATS_TEST_TMPDIR/out" 2>&1 3>&- &
+    pid=$!
+    for _ in $(seq 50); do
+        [ "$(psql_db "$db" -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()")" = 1 ] && break
+        sleep 0.1
+    done
+    kill -INT "$pid"   # the runner installs its own handler, so the background job's ignored SIGINT does not matter
+    wait "$pid" || rc=$?
+    [ "$rc" = 130 ] || fail "exit $rc: $(cat "$BATS_TEST_TMPDIR/out")"
+    [ "$(psql_db "$db" -c "SELECT to_regclass('committed_after_kill') IS NULL")" = t ]
+    [ "$(psql_db "$db" -c "SELECT count(*) FROM schema_migrations")" = 0 ]
+    run -0 psql_db "$db" -c "SELECT version || ' ' || direction || ' ' || status || ' ' || coalesce(error_message, '')
+                               FROM schema_migration_audit ORDER BY id"
+    assert_output "20250101_000000 up interrupted interrupted by SIGINT"
+    run -0 cat "$BATS_TEST_TMPDIR/out"
+    assert_output --partial "interrupted by SIGINT"
 }

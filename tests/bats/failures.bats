@@ -50,6 +50,59 @@ teardown() {
     [ ! -e "$PREFIX" ]
 }
 
+@test "a bundle missing a file that SHA256SUMS lists: exit 13 naming it, before anything changes" {
+    local b="$BATS_TEST_TMPDIR/bundle" db victim lib
+    copy_bundle "$b"
+    victim=$(newest_up "$b")
+    lib=$(find "$b/bin/_internal" -name 'libssl*' | head -n 1)
+    rm "$victim" "$lib"
+    db=$(new_db)
+    write_dsn_file "$BATS_TEST_TMPDIR/dsn" "$db"
+    run -13 "$b/install.sh" --prefix "$PREFIX" --db-dsn-file "$BATS_TEST_TMPDIR/dsn"
+    assert_output --partial "[1/8] preflight … failed"
+    assert_output --partial "the bundle fails its checksums (missing: "
+    assert_output --partial "${victim#"$b"/}"
+    assert_output --partial "${lib#"$b"/}"
+    assert_output --partial "nothing was changed"
+    [ ! -e "$PREFIX" ]
+    [ "$(schema_version "$db")" = none ]
+}
+
+@test "a release tarball cut short in transit: tar fails, and whatever it unpacked refuses to install (13)" {
+    local tb size cut dir b ran=0
+    tb=$(bundle_tarball)
+    size=$(stat -c %s "$tb")
+    # half of it (the unpacked tree ends inside bin/), and cut near the end (install.sh is there,
+    # the last files are missing or short)
+    for cut in $((size / 2)) $((size - 20000)) $((size - 4096)); do
+        dir="$BATS_TEST_TMPDIR/cut$cut"
+        mkdir -p "$dir"
+        head -c "$cut" "$tb" >"$dir.tar.gz"
+        run -1 gzip -t "$dir.tar.gz"
+        run tar -xzf "$dir.tar.gz" -C "$dir"
+        [ "$status" -ne 0 ]
+        assert_output --partial "Unexpected EOF in archive"
+        b=$(echo "$dir"/ransomeye-core-*)
+        [ -d "$b" ]
+        if [ -e "$b/install.sh" ]; then
+            run -13 "$b/install.sh" --prefix "$PREFIX"
+            assert_output --partial "[1/8] preflight … failed"
+            assert_output --partial "nothing was changed"
+            assert_output --partial "gzip -t"
+            ran=$((ran + 1))
+        fi
+        [ ! -e "$PREFIX" ]
+    done
+    [ "$ran" -ge 1 ]
+    # cut between the wrapper and the installer proper: the wrapper refuses too
+    b="$BATS_TEST_TMPDIR/bundle"
+    copy_bundle "$b"
+    rm -r "$b/installer"
+    run -13 "$b/install.sh" --prefix "$PREFIX"
+    assert_output --partial "not a complete release bundle (missing: installer/core/install.sh); nothing was changed"
+    [ ! -e "$PREFIX" ]
+}
+
 @test "database server down: exit 10 with the reason" {
     mkdir -p "$BATS_TEST_TMPDIR/nosock"
     (umask 077 && printf 'host=%s port=5999 user=postgres dbname=x\n' "$BATS_TEST_TMPDIR/nosock" >"$BATS_TEST_TMPDIR/dsn")

@@ -188,8 +188,10 @@ installer() {
 }
 
 # listing DIR: path, mode, size, mtime and link target of everything, for before/after comparisons.
+# Like the log, .install.lock changes on every run (it names the installer holding the prefix).
 listing() {
-    (cd "$1" && find . -path ./pgdata -prune -o -path ./log -prune -o -printf '%p %M %s %T@ %l\n' | LC_ALL=C sort)
+    (cd "$1" && find . -path ./pgdata -prune -o -path ./log -prune -o -path ./.install.lock -prune \
+        -o -printf '%p %M %s %T@ %l\n' | LC_ALL=C sort)
 }
 
 # --- upgrades: the previous release's bundle, rows in every table, their fingerprints -------------

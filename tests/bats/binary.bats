@@ -78,68 +78,53 @@ slow_migrations() {
     printf '%s' "$dir"
 }
 
-@test "SIGKILL of the shipped binary leaves no process behind and nothing committed (onedir)" {
-    local db dir pid
-    db=$(new_db)
-    dir=$(slow_migrations)
-    env -i RANSOMEYE_DB_DSN="$(dsn_for "$db")" "$BIN" upgrade --migrations-dir "$dir" \
+# Start the shipped binary on the slow migration in the background (its pid in PID) and return
+# once the migration is running on the server.
+start_slow_upgrade() {  # start_slow_upgrade DB DIR
+    env -i RANSOMEYE_DB_DSN="$(dsn_for "$1")" "$BIN" upgrade --migrations-dir "$2" \
         >"$BATS_TEST_TMPDIR/out" 2>&1 3>&- &
-    pid=$!
-    # wait until the migration is running on the server
+    PID=$!
     for _ in $(seq 50); do
-        [ "$(psql_db "$db" -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()")" = 1 ] && break
+        [ "$(psql_db "$1" -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()")" = 1 ] && return 0
         sleep 0.1
     done
-    run -1 pgrep -P "$pid"   # onedir: no child process that could be orphaned
-    kill -KILL "$pid"
-    wait "$pid" || true
+}
+
+# Send SIGNAL during the migration: exit CODE, nothing kept, the attempt audited as interrupted.
+assert_signal_rolls_back() {  # assert_signal_rolls_back SIGNAL CODE
+    local db dir rc=0
+    db=$(new_db)
+    dir=$(slow_migrations)
+    start_slow_upgrade "$db" "$dir"
+    kill -"$1" "$PID"   # the runner installs its own handlers, so a background job's ignored SIGINT does not matter
+    wait "$PID" || rc=$?
+    [ "$rc" = "$2" ] || fail "exit $rc: $(cat "$BATS_TEST_TMPDIR/out")"
+    [ "$(psql_db "$db" -c "SELECT to_regclass('committed_after_kill') IS NULL")" = t ]
+    [ "$(psql_db "$db" -c "SELECT count(*) FROM schema_migrations")" = 0 ]
+    run -0 psql_db "$db" -c "SELECT version || ' ' || direction || ' ' || status || ' ' || coalesce(error_message, '')
+                               FROM schema_migration_audit ORDER BY id"
+    assert_output "20250101_000000 up interrupted interrupted by SIG$1"
+    run -0 cat "$BATS_TEST_TMPDIR/out"
+    assert_output --partial "interrupted by SIG$1"
+}
+
+@test "SIGKILL of the shipped binary leaves no process behind and nothing committed (onedir)" {
+    local db dir
+    db=$(new_db)
+    dir=$(slow_migrations)
+    start_slow_upgrade "$db" "$dir"
+    run -1 pgrep -P "$PID"   # onedir: no child process that could be orphaned
+    kill -KILL "$PID"
+    wait "$PID" || true
     sleep 4.5
     [ "$(psql_db "$db" -c "SELECT to_regclass('committed_after_kill') IS NULL")" = t ]
     [ "$(psql_db "$db" -c "SELECT count(*) FROM schema_migrations")" = 0 ]
 }
 
 @test "SIGTERM of the shipped binary rolls the migration back, records it as interrupted and exits 143" {
-    local db dir pid rc=0
-    db=$(new_db)
-    dir=$(slow_migrations)
-    env -i RANSOMEYE_DB_DSN="$(dsn_for "$db")" "$BIN" upgrade --migrations-dir "$dir" \
-        >"$BATS_TEST_TMPDIR/out" 2>&1 3>&- &
-    pid=$!
-    for _ in $(seq 50); do
-        [ "$(psql_db "$db" -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()")" = 1 ] && break
-        sleep 0.1
-    done
-    kill -TERM "$pid"
-    wait "$pid" || rc=$?
-    [ "$rc" = 143 ] || fail "exit $rc: $(cat "$BATS_TEST_TMPDIR/out")"
-    [ "$(psql_db "$db" -c "SELECT to_regclass('committed_after_kill') IS NULL")" = t ]
-    [ "$(psql_db "$db" -c "SELECT count(*) FROM schema_migrations")" = 0 ]
-    run -0 psql_db "$db" -c "SELECT version || ' ' || direction || ' ' || status || ' ' || coalesce(error_message, '')
-                               FROM schema_migration_audit ORDER BY id"
-    assert_output "20250101_000000 up interrupted interrupted by SIGTERM"
-    run -0 cat "$BATS_TEST_TMPDIR/out"
-    assert_output --partial "interrupted by SIGTERM"
+    assert_signal_rolls_back TERM 143
 }
 
 @test "SIGINT of the shipped binary rolls the migration back, records it as interrupted and exits 130" {
-    local db dir pid rc=0
-    db=$(new_db)
-    dir=$(slow_migrations)
-    env -i RANSOMEYE_DB_DSN="$(dsn_for "$db")" "$BIN" upgrade --migrations-dir "$dir" \
-        >"$BATS_TEST_TMPDIR/out" 2>&1 3>&- &
-    pid=$!
-    for _ in $(seq 50); do
-        [ "$(psql_db "$db" -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()")" = 1 ] && break
-        sleep 0.1
-    done
-    kill -INT "$pid"   # the runner installs its own handler, so the background job's ignored SIGINT does not matter
-    wait "$pid" || rc=$?
-    [ "$rc" = 130 ] || fail "exit $rc: $(cat "$BATS_TEST_TMPDIR/out")"
-    [ "$(psql_db "$db" -c "SELECT to_regclass('committed_after_kill') IS NULL")" = t ]
-    [ "$(psql_db "$db" -c "SELECT count(*) FROM schema_migrations")" = 0 ]
-    run -0 psql_db "$db" -c "SELECT version || ' ' || direction || ' ' || status || ' ' || coalesce(error_message, '')
-                               FROM schema_migration_audit ORDER BY id"
-    assert_output "20250101_000000 up interrupted interrupted by SIGINT"
-    run -0 cat "$BATS_TEST_TMPDIR/out"
-    assert_output --partial "interrupted by SIGINT"
+    assert_signal_rolls_back INT 130
 }

@@ -64,6 +64,7 @@ def adopt(conn: psycopg.Connection, mset: MigrationSet, release: str | None, rep
                           "nothing was changed.",
                           hint="Use an empty database, or the migrations directory of the release that built it.")
     with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = on")  # the runner's session default is off
         live = without_runner_tables(read_catalog(conn))
         matched, diffs = _match(mset, live, candidates)
         if matched is None:

@@ -106,6 +106,18 @@ def check_applied_against_set(mset: MigrationSet, applied: list[history.Applied]
             raise ChecksumMismatch(a.version, a.checksum.strip(), m.checksum, str(m.up_path))
 
 
+def read_state(conn: psycopg.Connection, mset: MigrationSet, settings: Settings) -> tuple[list, list[dict]]:
+    """The beats every writing verb starts with, under the lock: tracking tables, attempts a dead run
+    left open (closed as interrupted and reported), the applied versions checked against the set."""
+    history.ensure_tables(conn)
+    interrupted = [r.to_json() for r in history.mark_interrupted(conn)]
+    if interrupted:
+        settings.report("interrupted_attempts", {"attempts": interrupted})
+    applied = history.applied(conn)
+    check_applied_against_set(mset, applied)
+    return applied, interrupted
+
+
 def pending(mset: MigrationSet, applied: list[history.Applied], target: str | None) -> list[Migration]:
     done = {a.version for a in applied}
     newest = max(done) if done else None
@@ -251,12 +263,7 @@ def upgrade(mset: MigrationSet, settings: Settings, to: str | None = None, atomi
             from . import baseline
             if baseline.has_user_objects(conn):
                 adopted = baseline.adopt(conn, mset, None, settings.report)
-        history.ensure_tables(conn)
-        interrupted = [r.to_json() for r in history.mark_interrupted(conn)]
-        if interrupted:
-            settings.report("interrupted_attempts", {"attempts": interrupted})
-        applied = history.applied(conn)
-        check_applied_against_set(mset, applied)
+        applied, interrupted = read_state(conn, mset, settings)
         before = applied[-1].version if applied else None
         if to is not None and target is not None and before and target < before:
             raise VersionConflict(f"--to {to} is older than the database's version {before}; nothing was changed.",
@@ -379,12 +386,7 @@ def downgrade(mset: MigrationSet, settings: Settings, to: str) -> Outcome:
     target = mset.resolve_target(to)
     with Session(settings, purpose="downgrade") as sess:
         conn = sess.conn
-        history.ensure_tables(conn)
-        interrupted = [r.to_json() for r in history.mark_interrupted(conn)]
-        if interrupted:
-            settings.report("interrupted_attempts", {"attempts": interrupted})
-        applied = history.applied(conn)
-        check_applied_against_set(mset, applied)
+        applied, interrupted = read_state(conn, mset, settings)
         before = applied[-1].version if applied else None
         if target is not None and (before is None or target > before):
             raise VersionConflict(f"--to {to} is newer than the database's version {before or 'base'}; "

@@ -31,7 +31,7 @@ MAX_GLIBC=${RANSOMEYE_MAX_GLIBC:-2.35}
 PYINSTALLER_PIN=$(grep -E '^pyinstaller==' "$REPO/requirements-dev.txt" | head -n1)
 
 say() { printf '[build] %s\n' "$*" >&2; }
-die() { printf '[build] error: %s\n' "$*" >&2; exit "${2:-1}"; }
+die() { printf '[build] error: %s\n' "$1" >&2; exit "${2:-1}"; }
 usage() { sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}"; }
 
 OUT="$REPO/dist"
@@ -216,6 +216,12 @@ for f in sorted((schemas / "migrations").iterdir()):
 for r in later:
     (schemas / "snapshots" / f"{r}.schema").unlink(missing_ok=True)
 PY
+fi
+# The lint's verdict, by the binary that ships, so an upgrade need not parse the files again
+# (common/db/lintrecord.py). A migration the lint refuses stops the build here, not at a customer.
+if [ -f "$SRC/common/db/lintrecord.py" ]; then
+    "$B/bin/$NAME" lint --record --migrations-dir "$B/schemas/migrations" >"$TMP/lint.log" 2>&1 \
+        || { cat "$TMP/lint.log" >&2; die "the migrations of release $RELEASE do not pass the lint (above); nothing was built" 15; }
 fi
 chmod -R u+rwX,go+rX,go-w "$B"
 chmod 0755 "$B/install.sh" "$B/installer/core/install.sh" "$B/bin/$NAME"

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 
 from common.db import errors
-from tests.helpers import (REPO, audit, query, runner, scalar, spawn_runner, tables, versions, write_set)
+from tests.helpers import (REPO, audit, cli_env, query, runner, scalar, spawn_runner, tables, versions,
+                           write_set)
 
 SHIPPED = str(REPO / "schemas" / "migrations")
 
@@ -323,3 +324,40 @@ def test_usage_error_exits_2():
 def test_help_exits_0():
     r = runner("--help")
     assert r.code == 0 and "upgrade" in r.stdout
+
+
+def test_a_statement_only_the_server_refuses_to_parse_is_audited_as_one_failed_attempt(db, tmp_path):
+    """pglast knows PostgreSQL 17's grammar; the server is 15. It parses the whole round trip (the
+    'started' row, the migration, the history row) before running any of it, so the attempt's
+    one audit row is written afterwards, complete, and nothing of the migration is kept."""
+    s = dict(THREE)
+    s["20250103_000000_second"] = ("CREATE TABLE second (id int PRIMARY KEY);\nSELECT JSON_OBJECT('a' VALUE 1);\n",
+                                   "DROP TABLE second;")
+    write_set(tmp_path, s)
+    r = runner("upgrade", "--migrations-dir", str(tmp_path), dsn=db)
+    assert r.code == errors.MIGRATION_FAILED, r.stderr
+    assert "42601" in r.stderr and "line 2" in r.stderr and "still at 20250102_000000" in r.stderr
+    assert versions(db) == ["20250102_000000"] and "second" not in tables(db)
+    assert [a[:4] for a in audit(db)] == [("20250102_000000", "up", "succeeded", None),
+                                          ("20250103_000000", "up", "failed", "42601")]
+
+
+def test_durations_are_measured_by_the_server_around_the_migration(db, tmp_path):
+    write_set(tmp_path, {"20250102_000000_slow": ("CREATE TABLE slow (id int);\nSELECT pg_sleep(0.3);\n",
+                                                  "SELECT pg_sleep(0.2);\nDROP TABLE slow;\n")})
+    assert runner("upgrade", "--migrations-dir", str(tmp_path), dsn=db).code == 0
+    assert scalar(db, "SELECT execution_ms FROM schema_migrations") >= 300
+    assert runner("downgrade", "--to", "base", "--migrations-dir", str(tmp_path), dsn=db).code == 0
+    rows = query(db, "SELECT direction, status, duration_ms, ended_at >= started_at FROM schema_migration_audit "
+                     "ORDER BY id")
+    assert [(r[0], r[1]) for r in rows] == [("up", "succeeded"), ("down", "succeeded")]
+    assert rows[0][2] >= 300 and rows[1][2] >= 200 and all(r[3] for r in rows)
+
+
+def test_a_client_identity_with_quotes_and_backslashes_is_stored_verbatim(db, tmp_path):
+    """The audit values travel as literals in the migration's round trip: quoting must hold."""
+    write_set(tmp_path, THREE)
+    r = runner("upgrade", "--migrations-dir", str(tmp_path), dsn=db,
+               env={**cli_env(db), "USER": "o'brien\\x", "LOGNAME": "o'brien\\x"})
+    assert r.code == 0, r.stderr
+    assert {row[0] for row in query(db, "SELECT os_user FROM schema_migration_audit")} == {"o'brien\\x"}

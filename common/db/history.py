@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 from .connection import RUNNER_VERSION, client_identity
 
@@ -134,6 +135,7 @@ class Audit:
         self.run_id = uuid.uuid4()
         self.mode = mode
         self.os_user, self.host = client_identity()
+        self._constants: tuple[str, str, str] | None = None
 
     def started(self, version: str, description: str, direction: str, checksum: str | None) -> int:
         """One round trip. The runner's session runs with synchronous_commit off, so this commit
@@ -145,20 +147,68 @@ class Audit:
             (self.run_id, version, description, direction, self.mode, checksum, self.os_user, self.host,
              RUNNER_VERSION)).fetchone()[0]
 
-    def succeeded(self, conn: psycopg.Connection, audit_id: int, direction: str, version: str, description: str,
-                  checksum: str, ms: int) -> None:
-        """Inside the migration's transaction, in one statement: the history row and the outcome."""
+    def _lit(self, value) -> str:
+        return sql.Literal(value).as_string(self.conn)
+
+    def framing(self, version: str, description: str, direction: str, checksum: str | None, up_checksum: str,
+                settings_sql: str) -> tuple[str, str]:
+        """The SQL sent before and after a migration's own so that the whole attempt is ONE round trip:
+
+            BEGIN; INSERT 'started' row; COMMIT;              -- async commit (the session's setting)
+            BEGIN; <settings_sql> <the migration> ;
+            <history row + 'succeeded' outcome, one statement>; COMMIT;   -- synchronous
+
+        The server stops at the first error and leaves the migration's transaction aborted (the
+        caller rolls it back); a syntax error anywhere stops it before the 'started' row, which
+        ``finish_attempt`` then writes as a complete failed row. The history row cannot be skipped:
+        its execution_ms comes from the 'started' row's UPDATE and is NOT NULL.
+        """
+        if self._constants is None:  # the same for every attempt of the run
+            run_id, mode, who = self._lit(str(self.run_id)), self._lit(self.mode), ", ".join(
+                map(self._lit, (self.os_user, self.host, RUNNER_VERSION)))
+            self._constants = f"{run_id}::uuid", mode, who
+        run_id, mode, who = self._constants
+        v, d = self._lit(version), self._lit(description)
+        started = ("BEGIN; INSERT INTO schema_migration_audit (run_id, version, description, direction, mode, status, "
+                   f"checksum, os_user, client_host, runner_version) VALUES ({run_id}, {v}, {d}, "
+                   f"{self._lit(direction)}, {mode}, 'started', {self._lit(checksum)}, {who}); COMMIT;\n")
+        outcome = ("WITH a AS (UPDATE schema_migration_audit SET status = 'succeeded', ended_at = clock_timestamp(), "
+                   "duration_ms = (1000 * extract(epoch FROM clock_timestamp() - started_at))::int "
+                   "WHERE id = currval(pg_get_serial_sequence('schema_migration_audit', 'id')) AND status = 'started' "
+                   "RETURNING duration_ms) ")
         if direction == "up":
-            conn.execute(
-                "WITH a AS (UPDATE schema_migration_audit SET status = 'succeeded', ended_at = clock_timestamp(), "
-                "duration_ms = %s WHERE id = %s) INSERT INTO schema_migrations "
-                "(version, description, checksum, execution_ms, runner_version) VALUES (%s, %s, %s, %s, %s)",
-                (ms, audit_id, version, description, checksum, ms, RUNNER_VERSION))
+            outcome += ("INSERT INTO schema_migrations (version, description, checksum, execution_ms, runner_version) "
+                        f"VALUES ({v}, {d}, {self._lit(up_checksum)}, (SELECT duration_ms FROM a), "
+                        f"{self._lit(RUNNER_VERSION)})")
         else:
-            conn.execute(
-                "WITH a AS (UPDATE schema_migration_audit SET status = 'succeeded', ended_at = clock_timestamp(), "
-                "duration_ms = %s WHERE id = %s) DELETE FROM schema_migrations WHERE version = %s",
-                (ms, audit_id, version))
+            outcome += f"DELETE FROM schema_migrations WHERE version = {v} AND EXISTS (SELECT FROM a)"
+        return started + "BEGIN; " + settings_sql, "\n;\n" + outcome + "; COMMIT;"
+
+    def finish_attempt(self, version: str, description: str, direction: str, checksum: str | None, status: str,
+                       duration_ms: int | None, error: str | None, sqlstate: str | None,
+                       conn: psycopg.Connection | None = None) -> None:
+        """The outcome of an attempt started through ``framing`` that did not succeed, committed durably.
+
+        Its 'started' row gets the outcome; when there is none (a syntax error stopped the server
+        before it), a complete row is written; an attempt that did commit ('succeeded', after a
+        connection lost during COMMIT) is left as it is.
+        """
+        c = conn or self.conn
+        key = (self.run_id, version, direction)
+        with c.transaction():
+            c.execute("SET LOCAL synchronous_commit = on")
+            c.execute(
+                "WITH u AS (UPDATE schema_migration_audit SET status = %s, ended_at = clock_timestamp(), "
+                "duration_ms = %s, error_message = %s, sqlstate = %s "
+                "WHERE run_id = %s AND version = %s AND direction = %s AND status = 'started' RETURNING 1) "
+                "INSERT INTO schema_migration_audit (run_id, version, description, direction, mode, status, checksum, "
+                "ended_at, duration_ms, error_message, sqlstate, os_user, client_host, runner_version) "
+                "SELECT %s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s, %s, %s, %s "
+                "WHERE NOT EXISTS (SELECT FROM schema_migration_audit WHERE run_id = %s AND version = %s "
+                "AND direction = %s)",
+                (status, duration_ms, error, sqlstate, *key,
+                 self.run_id, version, description, direction, self.mode, status, checksum, duration_ms, error,
+                 sqlstate, self.os_user, self.host, RUNNER_VERSION, *key))
 
     def finish(self, audit_id: int, status: str, duration_ms: int | None = None, error: str | None = None,
                sqlstate: str | None = None, conn: psycopg.Connection | None = None) -> None:

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("lint", parents=[common],
                         help="check every migration with PostgreSQL's own parser (exit 15 on errors)")
     sp.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    sp.add_argument("--record", action="store_true",
+                    help="write lint-record.json into the migrations directory: the migrations without an error "
+                         "finding, so an upgrade need not lint them again (build/build.sh does this)")
     sp = sub.add_parser("baseline", parents=[common],
                         help="record a database built by hand from a release's bundle as being at that release")
     sp.add_argument("--version", required=True, metavar="RELEASE", help="the release (X.Y.Z) it was built from")
@@ -223,8 +226,21 @@ def cmd_lint(args, out) -> int:
         out.say(f.format(), "red" if f.severity == "error" else "yellow")
     out.say(f"{len(mset.migrations)} migration(s) checked: {len(errors_)} error(s), "
             f"{len(findings) - len(errors_)} warning(s)", "green" if not findings else "")
-    out.document({"ok": not errors_, "strict": args.strict, "migrations": len(mset.migrations),
-                  "findings": [f.to_json() for f in findings]})
+    doc = {"ok": not errors_, "strict": args.strict, "migrations": len(mset.migrations),
+           "findings": [f.to_json() for f in findings]}
+    if args.record:
+        from . import lintrecord
+        by_file = {str(p): m.version for m in mset.migrations for p in (m.up_path, m.down_path)}
+        failing = {by_file.get(f.file, "") for f in findings if f.severity == "error"}
+        try:
+            path = lintrecord.write(mset.directory, mset.migrations, failing)
+        except OSError as exc:
+            raise errors.UsageError(f"could not write the lint record into {mset.directory}: {exc.strerror or exc}",
+                                    hint="Run it where the migrations directory is writable.") from None
+        cleared = len(mset.migrations) - len(failing - {""})
+        out.say(f"recorded {cleared} of {len(mset.migrations)} migration(s) as clean in {path}")
+        doc["record"] = {"path": str(path), "clean": cleared}
+    out.document(doc)
     return errors.INVALID_SET if errors_ else errors.OK
 
 

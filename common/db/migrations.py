@@ -32,6 +32,7 @@ FILE_RE = re.compile(
 VERSION_RE = re.compile(r"^\d{8}_\d{6}$")
 INCLUDE_RE = re.compile(r"^--\s*ransomeye:include\s+(?P<path>\S+)\s*$")
 RELEASES_FILE = "releases.toml"
+LINT_RECORD_FILE = "lint-record.json"  # written by `lint --record`, see lintrecord.py
 IGNORED_NAMES = {"README", "README.md", "README.txt"}
 BASE = "base"
 
@@ -169,7 +170,7 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
     releases: dict[str, str] = {}
     for entry in sorted(os.listdir(directory)):
         path = directory / entry
-        if entry.startswith(".") or entry in IGNORED_NAMES:
+        if entry.startswith(".") or entry in IGNORED_NAMES or entry == LINT_RECORD_FILE:
             continue
         if entry == RELEASES_FILE:
             releases = _load_releases(path, root_dir)

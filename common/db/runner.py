@@ -163,26 +163,24 @@ def migration_prefix(s: Settings) -> str:
 
 
 def apply_one(sess: Session, audit: history.Audit, m: Migration, direction: str) -> dict:
-    """Run one migration and its history change in one transaction; audit before and after."""
+    """Run one migration and its history change in one transaction, audited before and after, in
+    ONE round trip (see ``Audit.framing``): the 'started' row commits first, on its own."""
     conn, s = sess.conn, sess.settings
     sql = m.up_sql if direction == "up" else m.down_sql
     checksum = m.checksum if direction == "up" else m.down_checksum
-    audit_id = audit.started(m.version, m.description, direction, checksum)
+    head, tail = audit.framing(m.version, m.description, direction, checksum, m.checksum, migration_prefix(s))
     s.report("apply_start", {"version": m.version, "description": m.description, "direction": direction})
     t0 = time.perf_counter()
-    prefix = migration_prefix(s)
     try:
-        with conn.transaction():
-            conn.execute(prefix + sql)
-            ms = int((time.perf_counter() - t0) * 1000)
-            audit.succeeded(conn, audit_id, direction, m.version, m.description, m.checksum, ms)
+        conn.execute(head + sql + tail)
     except KeyboardInterrupt as exc:  # Interrupted too: psycopg cancelled the statement
-        _finish_after_failure(sess, audit, audit_id, "interrupted", t0, getattr(exc, "message", "interrupted"), None)
+        _finish_after_failure(sess, audit, m, direction, checksum, "interrupted", t0,
+                              getattr(exc, "message", "interrupted"), None)
         raise
     except psycopg.Error as exc:
-        text, state = describe_error(m, direction, exc, shift=len(prefix))
+        text, state = describe_error(m, direction, exc, shift=len(head))
         lost = conn.closed or conn.broken
-        _finish_after_failure(sess, audit, audit_id, "failed", t0, text, state)
+        _finish_after_failure(sess, audit, m, direction, checksum, "failed", t0, text, state)
         version_now, applied_now = _safe_state(sess)
         if lost and applied_now is not None and ((direction == "up") == (m.version in applied_now)):
             raise MigrationFailed(
@@ -205,17 +203,19 @@ def apply_one(sess: Session, audit: history.Audit, m: Migration, direction: str)
             "duration_ms": ms}
 
 
-def _finish_after_failure(sess: Session, audit: history.Audit, audit_id: int, status: str, t0: float,
-                          text: str, state: str | None) -> None:
+def _finish_after_failure(sess: Session, audit: history.Audit, m: Migration, direction: str, checksum: str | None,
+                          status: str, t0: float, text: str, state: str | None) -> None:
     ms = int((time.perf_counter() - t0) * 1000)
     conn = sess.conn
     try:
         if conn.closed or conn.broken:
             # The server went away mid-migration: record the outcome on a new connection if we can.
             with connect(sess.settings.dsn, retries=2, purpose="audit") as c2:
-                audit.finish(audit_id, status, ms, text, state, conn=c2)
+                audit.finish_attempt(m.version, m.description, direction, checksum, status, ms, text, state, conn=c2)
         else:
-            audit.finish(audit_id, status, ms, text, state)
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")  # the migration's aborted transaction
+            audit.finish_attempt(m.version, m.description, direction, checksum, status, ms, text, state)
     except (psycopg.Error, MigrationError):
         pass  # the attempt stays 'started' and the next run reports it as interrupted
 
@@ -237,14 +237,25 @@ def _safe_state(sess: Session) -> tuple[str | None, set[str] | None]:
 # Verbs
 # ---------------------------------------------------------------------------------------------
 def refuse_unsafe(mset: MigrationSet, plan: list[Migration], atomic: bool) -> None:
-    """The lint's errors stop an upgrade before it starts (exit 15)."""
+    """The lint's errors stop an upgrade before it starts (exit 15).
+
+    Each planned migration is judged as ``lint`` judges it: in the context of every migration
+    before it in the set (the database is at the one before the plan). A lint record that vouches
+    for every planned file spares the parse (lintrecord.py); the atomic release check always runs.
+    """
     if not plan:
         return
+    from . import lintrecord
     from .errors import InvalidMigrationSet
-    from .lint import lint_release, lint_set
-    # Errors do not depend on earlier migrations: parse only what is about to run.
-    found = [f for f in lint_set(MigrationSet(mset.directory, tuple(plan), {})) if f.severity == "error"]
+    found = []
+    if not lintrecord.all_vouched(mset.directory, plan):
+        from .lint import lint_set
+        upto = mset.migrations[: mset.migrations.index(plan[-1]) + 1]
+        files = {str(p) for m in plan for p in (m.up_path, m.down_path)}
+        found = [f for f in lint_set(MigrationSet(mset.directory, upto, {}))
+                 if f.severity == "error" and f.file in files]
     if atomic:
+        from .lint import lint_release
         earlier = [m for m in mset.migrations if m.version < plan[0].version]
         found += [f for f in lint_release(plan, earlier=earlier) if f.severity == "error"]
     if found:

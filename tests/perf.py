@@ -1,11 +1,16 @@
 """The benchmark: what the runner costs above the SQL it executes.
 
-    python3 -m tests.perf [--migrations 200] [--repeat 7] [--tables 500] [--binary PATH] [--markdown FILE]
+    python3 -m tests.perf [--migrations 200] [--repeat 7] [--tables 500] [--binary PATH] [--dbmate PATH]
+                          [--markdown FILE]
 
 Starts its own throwaway PostgreSQL (fsync ON, as a customer's would be), generates the workloads,
 times whole processes on a fresh database per run, and prints median / min / max and the ratio to
 the limit: psql in ONE session with one transaction per file (psql being the real binary, not
-Debian's Perl wrapper). Sizes come from the command line; CI runs it small as a smoke test.
+Debian's Perl wrapper). The tools compared in one table take turns (one run of each, then the
+next round), so a drift of the machine's fsync speed hits them alike. dbmate (the Go peer, from
+npm: node_modules/.bin/dbmate after `npm ci`) runs beside them when it is there. Each workload
+directory gets the lint record the build ships (`lint --record`, outside the timing); one row
+shows the upgrade without it. Sizes come from the command line; CI runs it small as a smoke test.
 """
 from __future__ import annotations
 
@@ -73,12 +78,41 @@ def psql_script(directory: Path, direction: str) -> Path:
     return script
 
 
+def dbmate_workload(directory: Path) -> Path:
+    """The same migrations in dbmate's format: one file each, ``-- migrate:up`` / ``-- migrate:down``."""
+    out = directory.parent / f"dbmate_{directory.name}"
+    out.mkdir()
+    for up in sorted(directory.glob("migration_*_up.sql")):
+        version = up.name[len("migration_"):len("migration_") + 15]
+        name = up.name[len("migration_") + 16:-len("_up.sql")]
+        down = up.with_name(up.name[:-len("_up.sql")] + "_down.sql")
+        (out / f"{version.replace('_', '')}_{name}.sql").write_text(
+            f"-- migrate:up\n{up.read_text()}\n-- migrate:down\n{down.read_text()}\n")
+    return out
+
+
+def record_lint(directory: Path) -> Path:
+    """What build/build.sh does to the migrations it ships (outside any timing)."""
+    subprocess.run([sys.executable, "-m", "common.db.migration_runner", "lint", "--record", "--migrations-dir",
+                    str(directory)], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), check=True,
+                   capture_output=True)
+    return directory
+
+
+def without_lint_record(directory: Path) -> Path:
+    out = directory.parent / f"{directory.name}_unrecorded"
+    shutil.copytree(directory, out)
+    (out / "lint-record.json").unlink(missing_ok=True)
+    return out
+
+
 # --- timing ------------------------------------------------------------------------------------
 class Bench:
-    def __init__(self, cluster, repeat: int, binary: str | None) -> None:
+    def __init__(self, cluster, repeat: int, binary: str | None, dbmate: str | None = None) -> None:
         self.cluster = cluster
         self.repeat = repeat
         self.binary = binary
+        self.dbmate = dbmate
         self.rows: list[tuple] = []
         self._n = 0
 
@@ -110,6 +144,21 @@ class Bench:
             times.append(run(ctx))
         return times
 
+    def turns(self, tools: dict) -> dict[str, list[float]]:
+        """{name: (prepare, run)}: one run of each tool per round, ``repeat`` rounds."""
+        times: dict[str, list[float]] = {name: [] for name in tools}
+        for _ in range(self.repeat):
+            for name, (prepare, run) in tools.items():
+                times[name].append(run(prepare()))
+        return times
+
+    def dbmate_url(self, dsn: str) -> str:
+        c = self.cluster
+        return f"postgres://postgres@/{dsn.split('dbname=')[1].split()[0]}?host={c.socket_dir}&port={c.port}&sslmode=disable"
+
+    def dbmate_cmd(self, dsn: str, d: Path, verb: str) -> list[str]:
+        return [self.dbmate, "--url", self.dbmate_url(dsn), "--migrations-dir", str(d), "--no-dump-schema", verb]
+
     def record(self, group: str, name: str, times: list[float], limit: float | None) -> float:
         med = statistics.median(times)
         self.rows.append((group, name, med, min(times), max(times), med / limit if limit else None))
@@ -118,26 +167,50 @@ class Bench:
         return med
 
     # -- the measurements ----------------------------------------------------------------------
-    def upgrade_vs_psql(self, label: str, d: Path) -> None:
+    def upgrade_vs_psql(self, label: str, d: Path, unrecorded: bool = False) -> None:
         script = psql_script(d, "up")
         psql = [str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)]
-        limit = self.record(label, "psql, one session, one txn per file (limit)",
-                            self.measure("", self.fresh, lambda dsn: self.timed(psql + ["-d", dsn], self.env(dsn))),
-                            None)
-        self.rows[-1] = self.rows[-1][:5] + (1.0,)
+        tools = {"psql, one session, one txn per file (limit)":
+                 (self.fresh, lambda dsn: self.timed(psql + ["-d", dsn], self.env(dsn)))}
         for frozen in ([False, True] if self.binary else [False]):
-            who = "frozen binary" if frozen else "Python runner"
             cmd = self.runner_cmd(frozen, "upgrade", "--migrations-dir", str(d))
-            self.record(label, f"{who}: upgrade", self.measure("", self.fresh,
-                        lambda dsn: self.timed(cmd, self.env(dsn))), limit)
+            tools[f"{'frozen binary' if frozen else 'Python runner'}: upgrade"] = (
+                self.fresh, lambda dsn, cmd=cmd: self.timed(cmd, self.env(dsn)))
+        if unrecorded:
+            bare = without_lint_record(d)
+            cmd = self.runner_cmd(bool(self.binary), "upgrade", "--migrations-dir", str(bare))
+            tools[f"{'frozen binary' if self.binary else 'Python runner'}: upgrade, no lint record (lints 2×{len(list(d.glob('*_up.sql')))} files)"] = (
+                self.fresh, lambda dsn, cmd=cmd: self.timed(cmd, self.env(dsn)))
+        if self.dbmate:
+            dm = dbmate_workload(d)
+            tools["dbmate 2.36 (Go): up"] = (self.fresh, lambda dsn: self.timed(self.dbmate_cmd(dsn, dm, "up"), self.env(dsn)))
+        self.record_turns(label, tools)
+
+    def record_turns(self, label: str, tools: dict) -> None:
+        times = self.turns(tools)
+        names = list(times)
+        limit = self.record(label, names[0], times[names[0]], None)
+        self.rows[-1] = self.rows[-1][:5] + (1.0,)
+        for name in names[1:]:
+            self.record(label, name, times[name], limit)
 
     def noop(self, d: Path) -> None:
+        tools = {}
         for frozen in ([False, True] if self.binary else [False]):
             dsn = self.fresh()
             cmd = self.runner_cmd(frozen, "upgrade", "--migrations-dir", str(d))
             self.timed(cmd, self.env(dsn))
-            self.record("no-op re-run (whole process)", "frozen binary" if frozen else "Python runner",
-                        self.measure("", lambda: dsn, lambda dsn: self.timed(cmd, self.env(dsn))), None)
+            tools["frozen binary" if frozen else "Python runner"] = (lambda dsn=dsn: dsn,
+                                                                     lambda dsn, cmd=cmd: self.timed(cmd, self.env(dsn)))
+        if self.dbmate:
+            dm = d.parent / f"dbmate_{d.name}"
+            dm = dm if dm.is_dir() else dbmate_workload(d)
+            dsn = self.fresh()
+            self.timed(self.dbmate_cmd(dsn, dm, "up"), self.env(dsn))
+            tools["dbmate 2.36 (Go)"] = (lambda dsn=dsn: dsn,
+                                         lambda dsn: self.timed(self.dbmate_cmd(dsn, dm, "up"), self.env(dsn)))
+        for name, t in self.turns(tools).items():
+            self.record("no-op re-run (whole process)", name, t, None)
 
     def downgrade_vs_psql(self, d: Path) -> None:
         up = [str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(psql_script(d, "up"))]
@@ -147,19 +220,35 @@ class Bench:
             dsn = self.fresh()
             subprocess.run(up + ["-d", dsn], check=True, stdout=subprocess.DEVNULL)
             return dsn
-        limit = self.record("down to base", "psql running the downs (limit)",
-                            self.measure("", applied_by_psql, lambda dsn: self.timed(down + ["-d", dsn], self.env(dsn))),
-                            None)
-        self.rows[-1] = self.rows[-1][:5] + (1.0,)
+        tools = {"psql running the downs (limit)": (applied_by_psql,
+                                                    lambda dsn: self.timed(down + ["-d", dsn], self.env(dsn)))}
         for frozen in ([False, True] if self.binary else [False]):
-            def applied_by_runner():
+            def applied_by_runner(frozen=frozen):
                 dsn = self.fresh()
                 subprocess.run(self.runner_cmd(frozen, "upgrade", "--migrations-dir", str(d)), env=self.env(dsn),
                                check=True, capture_output=True)
                 return dsn
             cmd = self.runner_cmd(frozen, "downgrade", "--to", "base", "--migrations-dir", str(d))
-            self.record("down to base", f"{'frozen binary' if frozen else 'Python runner'}: downgrade --to base",
-                        self.measure("", applied_by_runner, lambda dsn: self.timed(cmd, self.env(dsn))), limit)
+            tools[f"{'frozen binary' if frozen else 'Python runner'}: downgrade --to base"] = (
+                applied_by_runner, lambda dsn, cmd=cmd: self.timed(cmd, self.env(dsn)))
+        if self.dbmate:
+            dm = d.parent / f"dbmate_{d.name}"
+            dm = dm if dm.is_dir() else dbmate_workload(d)
+            n = len(list(dm.glob("*.sql")))
+
+            def applied_by_dbmate():
+                dsn = self.fresh()
+                subprocess.run(self.dbmate_cmd(dsn, dm, "up"), env=self.env(dsn), check=True, capture_output=True)
+                return dsn
+
+            def all_rollbacks(dsn):  # dbmate rolls back one migration per process
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    subprocess.run(self.dbmate_cmd(dsn, dm, "rollback"), env=self.env(dsn), check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                return time.perf_counter() - t0
+            tools[f"dbmate 2.36 (Go): rollback ×{n}"] = (applied_by_dbmate, all_rollbacks)
+        self.record_turns("down to base", tools)
 
     def atomic_vs_per_migration(self, d: Path) -> None:
         from common.db.migrations import load_migrations
@@ -237,16 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--tables", type=int, default=500, help="tables in the generated schema for Core's check")
     p.add_argument("--binary", help="the frozen ransomeye-migrate to measure beside the Python runner")
+    p.add_argument("--dbmate", default=str(REPO / "node_modules" / ".bin" / "dbmate"),
+                   help="dbmate, the peer measured beside the runner (default: %(default)s, from npm ci); "
+                        "'' leaves it out")
     p.add_argument("--markdown", help="also write the table to this Markdown file")
     args = p.parse_args(argv)
     print(f"machine: {machine()}", flush=True)
     cluster = create_cluster(fsync=True)
     work = Path(tempfile.mkdtemp(prefix="ransomeye-perf-"))
     try:
-        b = Bench(cluster, args.repeat, args.binary)
-        simple = simple_workload(work / "simple" / "migrations", args.migrations)
-        rich = rich_workload(work / "rich" / "migrations", args.migrations)
-        b.upgrade_vs_psql(f"up, {args.migrations} simple migrations", simple)
+        dbmate = args.dbmate if args.dbmate and os.access(args.dbmate, os.X_OK) else None
+        if not dbmate:
+            print(f"dbmate not found at {args.dbmate!r} (npm ci installs it): the peer rows are left out", flush=True)
+        b = Bench(cluster, args.repeat, args.binary, dbmate)
+        simple = record_lint(simple_workload(work / "simple" / "migrations", args.migrations))
+        rich = record_lint(rich_workload(work / "rich" / "migrations", args.migrations))
+        b.upgrade_vs_psql(f"up, {args.migrations} simple migrations", simple, unrecorded=True)
         b.upgrade_vs_psql(f"up, {args.migrations} FK/check/enum migrations", rich)
         b.noop(simple)
         b.downgrade_vs_psql(simple)

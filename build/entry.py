@@ -25,4 +25,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from common.db.migration_runner import exit_process
+    exit_process(main(sys.argv[1:]))

@@ -85,4 +85,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from common.db.migration_runner import exit_process
+    exit_process(main())

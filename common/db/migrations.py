@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,12 +113,13 @@ def _bad(path: Path | str, why: str, hint: str = "") -> InvalidMigrationSet:
     return InvalidMigrationSet(f"{path}: {why}. Nothing was applied.", hint=hint)
 
 
-def _read_text(path: Path, root: Path) -> str:
-    """Read a regular UTF-8 file that resolves inside ``root``."""
-    real = Path(os.path.realpath(path))
+def _read_text(path: Path, root: Path, regular: Path | None = None) -> str:
+    """Read a regular UTF-8 file that resolves inside ``root`` (``regular``: its resolved path, when
+    the caller has already seen a regular file there)."""
+    real = regular or Path(os.path.realpath(path))
     if real != root and root not in real.parents:
         raise _bad(path, f"resolves to {real}, outside {root}", "Copy the file into the directory instead of linking to it.")
-    if not real.is_file():
+    if regular is None and not real.is_file():
         raise _bad(path, "is not a regular file")
     try:
         data = real.read_bytes()
@@ -135,6 +137,8 @@ def _read_text(path: Path, root: Path) -> str:
 
 
 def _expand(path: Path, text: str, root: Path) -> str:
+    if "ransomeye:include" not in text:
+        return text
     out: list[str] = []
     for lineno, line in enumerate(text.splitlines(keepends=True), 1):
         m = INCLUDE_RE.match(line.strip())
@@ -168,6 +172,7 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
     pairs: dict[str, dict[str, Path]] = {}
     descriptions: dict[str, str] = {}
     releases: dict[str, str] = {}
+    resolved: dict[Path, Path] = {}
     for entry in sorted(os.listdir(directory)):
         path = directory / entry
         if entry.startswith(".") or entry in IGNORED_NAMES or entry == LINT_RECORD_FILE:
@@ -180,8 +185,9 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
             raise _bad(path, "is not a migration file name",
                        "Names are migration_YYYYMMDD_HHMMSS_<description>_up.sql / _down.sql, "
                        "description in lower-case letters, digits and underscores.")
+        d, t = m["date"], m["time"]
         try:
-            datetime.strptime(m["date"] + m["time"], "%Y%m%d%H%M%S")
+            datetime(int(d[:4]), int(d[4:6]), int(d[6:]), int(t[:2]), int(t[2:4]), int(t[4:]))
         except ValueError:
             raise _bad(path, f"{m['date']}_{m['time']} is not a real date and time") from None
         version = f"{m['date']}_{m['time']}"
@@ -190,6 +196,8 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
                        "Give each migration its own timestamp.")
         descriptions[version] = m["desc"]
         pairs.setdefault(version, {})[m["dir"]] = path
+        if stat.S_ISREG(os.lstat(path).st_mode):  # a plain file in the directory: resolved already
+            resolved[path] = root_dir / entry
     migrations = []
     for version in sorted(pairs):
         files = pairs[version]
@@ -200,7 +208,7 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
                            "Every migration ships an up and a down.")
         texts = {}
         for d in ("up", "down"):
-            raw = _read_text(files[d], root_dir)
+            raw = _read_text(files[d], root_dir, resolved.get(files[d]))
             texts[d] = _expand(files[d], raw, schema_root)
             if is_blank_sql(texts[d]):
                 raise _bad(files[d], "is empty (no SQL statement)")

@@ -212,6 +212,47 @@ class Bench:
         for name, t in self.turns(tools).items():
             self.record("no-op re-run (whole process)", name, t, None)
 
+    def breakdown(self, d: Path) -> None:
+        """Where a no-op re-run's time goes: each piece is the difference of two whole-process
+        timings (medians), the database part is timed in-process."""
+        from common.db import runner
+        from common.db.migrations import load_migrations
+        dsn = self.fresh()
+        mset = load_migrations(d)
+        runner.upgrade(mset, runner.Settings(dsn=dsn))
+        env = self.env(dsn)
+        n = max(self.repeat, 5)
+
+        def proc(*code: str) -> float:
+            return statistics.median(self.timed([sys.executable, "-c", "; ".join(code)], env) for _ in range(n))
+        quit_now = "os._exit(0)"
+        ours = ("from common.db import migration_runner, runner, history, lock, migrations, lintrecord, connection, "
+                "output")
+        start = proc("import os", quit_now)
+        with_psycopg = proc("import os, psycopg", quit_now)
+        with_ours = proc("import os, psycopg", ours, quit_now)
+        teardown = proc("import os, psycopg", ours) - with_ours
+        db = statistics.median(self._timed_call(lambda: runner.upgrade(mset, runner.Settings(dsn=dsn))) for _ in range(n))
+        whole = statistics.median(self.timed(self.runner_cmd(False, "upgrade", "--migrations-dir", str(d)), env)
+                                  for _ in range(n))
+        group = "no-op breakdown (Python runner)"
+        for name, t in (("interpreter start and exit", start), ("import psycopg", with_psycopg - start),
+                        ("import the runner's modules", with_ours - with_psycopg),
+                        ("connect, lock, read the state, unlock (in-process)", db),
+                        ("whole process (the rest: argument parsing, loading and hashing the files)", whole),
+                        ("interpreter teardown, now skipped (exit_process)", teardown)):
+            self.rows.append((group, name, t, None, None, None))
+            print(f"  {group:<28} {name:<44} {t:7.3f} s", flush=True)
+        if self.binary:
+            helps = [self.timed([self.binary, "--help"], env) for _ in range(n)]
+            self.record("no-op breakdown (frozen)", "bootloader, interpreter, CLI imports (--help)", helps, None)
+
+    @staticmethod
+    def _timed_call(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
     def downgrade_vs_psql(self, d: Path) -> None:
         up = [str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(psql_script(d, "up"))]
         down = [str(PSQL), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(psql_script(d, "down"))]
@@ -305,7 +346,8 @@ class Bench:
 def markdown(rows: list[tuple], header: str) -> str:
     out = [header, "", "| measurement | what | median (s) | min (s) | max (s) | ÷ limit |", "|---|---|---:|---:|---:|---:|"]
     for g, n, med, lo, hi, ratio in rows:
-        out.append(f"| {g} | {n} | {med:.3f} | {lo:.3f} | {hi:.3f} | {'' if ratio is None else f'{ratio:.2f}×'} |")
+        lo_hi = " | ".join("" if x is None else f"{x:.3f}" for x in (lo, hi))
+        out.append(f"| {g} | {n} | {med:.3f} | {lo_hi} | {'' if ratio is None else f'{ratio:.2f}×'} |")
     return "\n".join(out) + "\n"
 
 
@@ -344,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         b.upgrade_vs_psql(f"up, {args.migrations} simple migrations", simple, unrecorded=True)
         b.upgrade_vs_psql(f"up, {args.migrations} FK/check/enum migrations", rich)
         b.noop(simple)
+        b.breakdown(simple)
         b.downgrade_vs_psql(simple)
         b.core_check(args.tables, work)
         b.atomic_vs_per_migration(simple)

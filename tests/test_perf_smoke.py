@@ -7,3 +7,4 @@ def test_benchmark_command_runs_small(capsys, tmp_path):
     assert perf.main(["--migrations", "4", "--repeat", "1", "--tables", "5", "--markdown", str(out)]) == 0
     text = out.read_text()
     assert "psql, one session" in text and "no-op re-run" in text and "Core's check" in text and "--atomic" in text
+    assert "import psycopg" in text and "no lint record" in text

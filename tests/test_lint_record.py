@@ -113,3 +113,12 @@ def test_record_into_a_read_only_directory_is_a_usage_error(tmp_path):
     (d / LINT_RECORD_FILE).mkdir()  # cannot be replaced by a file: the write fails as on a read-only mount
     r = runner("lint", "--record", "--migrations-dir", str(d))
     assert r.code == errors.USAGE and "could not write the lint record" in r.stderr
+
+
+def test_an_error_no_migration_can_be_blamed_for_vouches_for_none(tmp_path, monkeypatch):
+    from common.db import lint, migration_runner
+    d = write_set(tmp_path / "m", CLEAN)
+    stray = lint.Finding("elsewhere.sql", 1, 1, "syntax-error", "error", "x", "y", "z")
+    monkeypatch.setattr(lint, "lint_set", lambda mset, strict=False: [stray])
+    assert migration_runner.main(["lint", "--record", "--migrations-dir", str(d)]) == errors.INVALID_SET
+    assert _record(d)["clean"] == {}

@@ -251,9 +251,10 @@ def refuse_unsafe(mset: MigrationSet, plan: list[Migration], atomic: bool) -> No
     if not lintrecord.all_vouched(mset.directory, plan):
         from .lint import lint_set
         upto = mset.migrations[: mset.migrations.index(plan[-1]) + 1]
-        files = {str(p) for m in plan for p in (m.up_path, m.down_path)}
+        planned = {m.version for m in plan}
+        applied_files = {str(p) for m in upto if m.version not in planned for p in (m.up_path, m.down_path)}
         found = [f for f in lint_set(MigrationSet(mset.directory, upto, {}))
-                 if f.severity == "error" and f.file in files]
+                 if f.severity == "error" and f.file not in applied_files]  # the plan's, or no file's
     if atomic:
         from .lint import lint_release
         earlier = [m for m in mset.migrations if m.version < plan[0].version]

@@ -7,8 +7,9 @@ Starts its own throwaway PostgreSQL (fsync ON, as a customer's would be), genera
 times whole processes on a fresh database per run, and prints median / min / max and the ratio to
 the limit: psql in ONE session with one transaction per file (psql being the real binary, not
 Debian's Perl wrapper). The tools compared in one table take turns (one run of each, then the
-next round), so a drift of the machine's fsync speed hits them alike. dbmate (the Go peer, from
-npm: node_modules/.bin/dbmate after `npm ci`) runs beside them when it is there. Each workload
+next round), so a drift of the machine's fsync speed hits them alike. dbmate (the Go peer:
+`npm install --no-save dbmate@2.36.0` puts it in node_modules/.bin) runs beside them when it is
+there. Each workload
 directory gets the lint record the build ships (`lint --record`, outside the timing); one row
 shows the upgrade without it. Sizes come from the command line; CI runs it small as a smoke test.
 """
@@ -372,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tables", type=int, default=500, help="tables in the generated schema for Core's check")
     p.add_argument("--binary", help="the frozen ransomeye-migrate to measure beside the Python runner")
     p.add_argument("--dbmate", default=str(REPO / "node_modules" / ".bin" / "dbmate"),
-                   help="dbmate, the peer measured beside the runner (default: %(default)s, from npm ci); "
-                        "'' leaves it out")
+                   help="dbmate, the peer measured beside the runner (default: %(default)s, where "
+                        "'npm install --no-save dbmate@2.36.0' puts it); '' leaves it out")
     p.add_argument("--markdown", help="also write the table to this Markdown file")
     args = p.parse_args(argv)
     print(f"machine: {machine()}", flush=True)
@@ -382,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dbmate = args.dbmate if args.dbmate and os.access(args.dbmate, os.X_OK) else None
         if not dbmate:
-            print(f"dbmate not found at {args.dbmate!r} (npm ci installs it): the peer rows are left out", flush=True)
+            print(f"dbmate not found at {args.dbmate!r} (npm install --no-save dbmate@2.36.0): the peer rows are "
+                  "left out", flush=True)
         b = Bench(cluster, args.repeat, args.binary, dbmate)
         simple = record_lint(simple_workload(work / "simple" / "migrations", args.migrations))
         rich = record_lint(rich_workload(work / "rich" / "migrations", args.migrations))

@@ -57,7 +57,7 @@ if [ "$BUILD_RC" -ne 0 ] || [ ! -f "$BUNDLE" ]; then
     BATS_RC=1; BATS_FAILED=1
 else
     need_bats=no
-    for pkg in bats bats-support bats-assert dbmate; do
+    for pkg in bats bats-support bats-assert; do
         want=$(sed -n "s/.*\"$pkg\": *\"\([0-9.]*\)\".*/\1/p" package.json)
         have=$(sed -n 's/^  "version": *"\([0-9.]*\)".*/\1/p' "node_modules/$pkg/package.json" 2>/dev/null || true)
         [ "$want" = "$have" ] || need_bats=yes
@@ -67,7 +67,7 @@ else
             say "installing npm (to fetch bats-core)"
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
         fi
-        say "installing bats-core (and dbmate, for the benchmark) from npm (package-lock.json)"
+        say "installing bats-core from npm (package-lock.json)"
         if [ -f package-lock.json ]; then
             npm ci --no-audit --no-fund --loglevel=error >/dev/null
         else

@@ -9,7 +9,7 @@ over 5,000 machines), runs VACUUM ANALYZE, then applies each pending migration O
 through the runner (``runner.upgrade(..., to=<that version>)``) with the runner's default
 settings. Per migration it reports:
 
-- the duration of the migration's SQL, as the runner measured it (schema_migrations.execution_ms);
+- the duration of the migration's SQL, as the runner recorded it (schema_migrations.execution_ms);
 - the locks the runner's backends held, strongest mode per relation, and for how long:
   a second connection samples pg_locks every ``--sample-ms`` (20 ms) filtered on the backends
   whose application_name starts with 'ransomeye-migrate'. Migrations shorter than one sample

@@ -140,13 +140,6 @@ class Bench:
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.perf_counter() - t0
 
-    def measure(self, name: str, prepare, run) -> list[float]:
-        times = []
-        for _ in range(self.repeat):
-            ctx = prepare()
-            times.append(run(ctx))
-        return times
-
     def turns(self, tools: dict) -> dict[str, list[float]]:
         """{name: (prepare, run)}: one run of each tool per round, ``repeat`` rounds."""
         times: dict[str, list[float]] = {name: [] for name in tools}
@@ -302,10 +295,11 @@ class Bench:
         (d / "releases.toml").write_text(f'[releases]\n"1.0.0" = "{mset.latest}"\n')
         write_all(load_migrations(d), self.cluster.dsn())
         frozen = bool(self.binary)
-        for mode in ("--no-atomic", "--atomic"):
-            cmd = self.runner_cmd(frozen, "upgrade", mode, "--migrations-dir", str(d))
-            self.record("release mode", f"upgrade {mode}", self.measure("", self.fresh,
-                        lambda dsn: self.timed(cmd, self.env(dsn))), None)
+        tools = {f"upgrade {mode}": (self.fresh, lambda dsn, cmd=self.runner_cmd(
+                     frozen, "upgrade", mode, "--migrations-dir", str(d)): self.timed(cmd, self.env(dsn)))
+                 for mode in ("--no-atomic", "--atomic")}
+        for name, times in self.turns(tools).items():
+            self.record("release mode", name, times, None)
 
     def core_check(self, tables: int, work: Path) -> None:
         from common.db import runner

@@ -5,6 +5,7 @@ The database's schema version is ``SELECT max(version) FROM schema_migrations``.
 """
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,9 @@ from psycopg import sql
 from .connection import RUNNER_VERSION, client_identity
 
 MIGRATIONS_TABLE = "schema_migrations"
+# The columns of a 'started' audit row, in the order both ways of writing one give them.
+_STARTED_COLS = ("run_id, version, description, direction, mode, status, checksum, os_user, client_host, "
+                 "runner_version")
 AUDIT_TABLE = "schema_migration_audit"
 
 DDL = r"""
@@ -135,20 +139,25 @@ class Audit:
         self.run_id = uuid.uuid4()
         self.mode = mode
         self.os_user, self.host = client_identity()
-        self._constants: tuple[str, str, str] | None = None
 
     def started(self, version: str, description: str, direction: str, checksum: str | None) -> int:
         """One round trip. The runner's session runs with synchronous_commit off, so this commit
         costs no WAL flush; the migration's own synchronous COMMIT that follows flushes it too."""
         return self.conn.execute(
-                "INSERT INTO schema_migration_audit (run_id, version, description, direction, mode, status, "
-                "checksum, os_user, client_host, runner_version) "
-                "VALUES (%s, %s, %s, %s, %s, 'started', %s, %s, %s, %s) RETURNING id",
+            f"INSERT INTO schema_migration_audit ({_STARTED_COLS}) "
+            "VALUES (%s, %s, %s, %s, %s, 'started', %s, %s, %s, %s) RETURNING id",
             (self.run_id, version, description, direction, self.mode, checksum, self.os_user, self.host,
              RUNNER_VERSION)).fetchone()[0]
 
     def _lit(self, value) -> str:
         return sql.Literal(value).as_string(self.conn)
+
+    @functools.cached_property
+    def _run_literals(self) -> tuple[str, str, str]:
+        """run_id, mode and "os_user, client_host, runner_version" as SQL literals: the same for
+        every attempt of the run."""
+        who = ", ".join(map(self._lit, (self.os_user, self.host, RUNNER_VERSION)))
+        return f"{self._lit(str(self.run_id))}::uuid", self._lit(self.mode), who
 
     def framing(self, version: str, description: str, direction: str, checksum: str | None, up_checksum: str,
                 settings_sql: str) -> tuple[str, str]:
@@ -163,14 +172,9 @@ class Audit:
         ``finish_attempt`` then writes as a complete failed row. The history row cannot be skipped:
         its execution_ms comes from the 'started' row's UPDATE and is NOT NULL.
         """
-        if self._constants is None:  # the same for every attempt of the run
-            run_id, mode, who = self._lit(str(self.run_id)), self._lit(self.mode), ", ".join(
-                map(self._lit, (self.os_user, self.host, RUNNER_VERSION)))
-            self._constants = f"{run_id}::uuid", mode, who
-        run_id, mode, who = self._constants
+        run_id, mode, who = self._run_literals
         v, d = self._lit(version), self._lit(description)
-        started = ("BEGIN; INSERT INTO schema_migration_audit (run_id, version, description, direction, mode, status, "
-                   f"checksum, os_user, client_host, runner_version) VALUES ({run_id}, {v}, {d}, "
+        started = (f"BEGIN; INSERT INTO schema_migration_audit ({_STARTED_COLS}) VALUES ({run_id}, {v}, {d}, "
                    f"{self._lit(direction)}, {mode}, 'started', {self._lit(checksum)}, {who}); COMMIT;\n")
         outcome = ("WITH a AS (UPDATE schema_migration_audit SET status = 'succeeded', ended_at = clock_timestamp(), "
                    "duration_ms = (1000 * extract(epoch FROM clock_timestamp() - started_at))::int "

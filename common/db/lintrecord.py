@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .migrations import LINT_RECORD_FILE, Migration
 
@@ -53,12 +53,15 @@ def all_vouched(directory: str | os.PathLike, plan: Iterable[Migration]) -> bool
     return bool(record) and all(record.get(m.version) == _key(m) for m in plan)
 
 
-def write(directory: str | os.PathLike, migrations: Iterable[Migration], failing: set[str]) -> Path:
-    """Record every migration not in ``failing`` (versions with an error finding) as clean;
-    written atomically (a temporary file renamed over the old record)."""
+def write(directory: str | os.PathLike, migrations: Sequence[Migration], findings: Iterable) -> tuple[Path, int]:
+    """Record as clean every migration without an error among ``findings`` (``lint_set``'s, over
+    ``migrations``); an error that names none of their files clears none. Written atomically (a
+    temporary file renamed over the old record). Returns the path and how many were cleared."""
     directory = Path(directory)
-    doc = {"format": FORMAT, "lint": LINT_FINGERPRINT,
-           "clean": {m.version: _key(m) for m in migrations if m.version not in failing}}
+    by_file = {str(p): m.version for m in migrations for p in (m.up_path, m.down_path)}
+    failing = {by_file.get(f.file) for f in findings if f.severity == "error"}
+    clean = {} if None in failing else {m.version: _key(m) for m in migrations if m.version not in failing}
+    doc = {"format": FORMAT, "lint": LINT_FINGERPRINT, "clean": clean}
     fd, tmp = tempfile.mkstemp(prefix=".lint-record.", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -69,4 +72,4 @@ def write(directory: str | os.PathLike, migrations: Iterable[Migration], failing
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return directory / LINT_RECORD_FILE
+    return directory / LINT_RECORD_FILE, len(clean)

@@ -230,16 +230,11 @@ def cmd_lint(args, out) -> int:
            "findings": [f.to_json() for f in findings]}
     if args.record:
         from . import lintrecord
-        by_file = {str(p): m.version for m in mset.migrations for p in (m.up_path, m.down_path)}
-        failing = {by_file.get(f.file, "") for f in findings if f.severity == "error"}
-        if "" in failing:  # an error no migration can be blamed for: vouch for none
-            failing = {m.version for m in mset.migrations}
         try:
-            path = lintrecord.write(mset.directory, mset.migrations, failing)
+            path, cleared = lintrecord.write(mset.directory, mset.migrations, findings)
         except OSError as exc:
             raise errors.UsageError(f"could not write the lint record into {mset.directory}: {exc.strerror or exc}",
                                     hint="Run it where the migrations directory is writable.") from None
-        cleared = len(mset.migrations) - len(failing)
         out.say(f"recorded {cleared} of {len(mset.migrations)} migration(s) as clean in {path}")
         doc["record"] = {"path": str(path), "clean": cleared}
     out.document(doc)
